@@ -1,0 +1,155 @@
+"""RabbitMQ topology and connections: every exchange and queue is declared here, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+
+log = logging.getLogger(__name__)
+
+COMMANDS = "modelruns.commands"
+STEPS = "modelruns.steps"
+WORKER_EVENTS = "modelruns.worker-events"
+CONTROL = "modelruns.control"
+RESULTS = "modelruns.results"
+DEAD = "modelruns.dead"
+
+COMMANDS_QUEUE = "modelruns.orchestrator.commands"
+WORKER_EVENTS_QUEUE = "modelruns.orchestrator.worker-events"
+DEAD_QUEUE = "modelruns.dead"
+WORKER_EVENT_KEY = "event"
+COMMAND_KEYS = ("run.trigger", "run.cancel")
+
+# RabbitMQ 3.10 sets no delivery limit on quorum queues; a poison message must not loop forever.
+DELIVERY_LIMIT = 20
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+EXCHANGES: dict[str, aio_pika.ExchangeType] = {
+    COMMANDS: aio_pika.ExchangeType.DIRECT,
+    STEPS: aio_pika.ExchangeType.DIRECT,
+    WORKER_EVENTS: aio_pika.ExchangeType.DIRECT,
+    CONTROL: aio_pika.ExchangeType.TOPIC,
+    RESULTS: aio_pika.ExchangeType.TOPIC,
+    DEAD: aio_pika.ExchangeType.FANOUT,
+}
+
+
+def work_queue_arguments() -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DEAD,
+        "x-delivery-limit": DELIVERY_LIMIT,
+    }
+
+
+def pool_queue(pool: str) -> str:
+    return f"{STEPS}.{pool}"
+
+
+def control_key(worker_id: str) -> str:
+    return f"worker.{worker_id}"
+
+
+async def declare_exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
+    return {
+        name: await channel.declare_exchange(name, kind, durable=True) for name, kind in EXCHANGES.items()
+    }
+
+
+async def declare_work_queue(
+    channel: AbstractChannel, name: str, exchange: str, keys: tuple[str, ...]
+) -> AbstractQueue:
+    queue = await channel.declare_queue(name, durable=True, arguments=work_queue_arguments())
+    for key in keys:
+        await queue.bind(exchange, key)
+    return queue
+
+
+async def declare_pool_queue(channel: AbstractChannel, pool: str) -> AbstractQueue:
+    return await declare_work_queue(channel, pool_queue(pool), STEPS, (pool,))
+
+
+async def declare_orchestrator_queues(channel: AbstractChannel) -> dict[str, AbstractQueue]:
+    await declare_exchanges(channel)
+    dead = await channel.declare_queue(DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    await dead.bind(DEAD)
+    return {
+        COMMANDS_QUEUE: await declare_work_queue(channel, COMMANDS_QUEUE, COMMANDS, COMMAND_KEYS),
+        WORKER_EVENTS_QUEUE: await declare_work_queue(
+            channel, WORKER_EVENTS_QUEUE, WORKER_EVENTS, (WORKER_EVENT_KEY,)
+        ),
+        DEAD_QUEUE: dead,
+    }
+
+
+class Broker:
+    """One robust connection, and when it has been up since: leases must not expire only because
+    the broker was away, so the orchestrator asks `up_for()` before declaring a worker lost."""
+
+    def __init__(self, url: str, *, name: str) -> None:
+        self.url = url
+        self.name = name
+        self.connection: AbstractRobustConnection | None = None
+        self._up_since: float | None = None
+        self.connected = asyncio.Event()
+
+    def up_for(self) -> float:
+        """Seconds the link has been up without a break; 0 while it is down."""
+        if self._up_since is None or self.connection is None or self.connection.is_closed:
+            return 0.0
+        return time.monotonic() - self._up_since
+
+    def _on_close(self, *_: Any) -> None:
+        if self._up_since is not None:
+            log.warning("broker connection lost", extra={"action": "amqp.disconnected", "client": self.name})
+        self._up_since = None
+        self.connected.clear()
+
+    def _on_reconnect(self, *_: Any) -> None:
+        log.info("broker connection restored", extra={"action": "amqp.reconnected", "client": self.name})
+        self._up_since = time.monotonic()
+        self.connected.set()
+
+    async def connect(self, *, wait: bool = True) -> AbstractRobustConnection:
+        """Connect, waiting for the broker while it is down (when `wait`): a service started during
+        an outage connects when the broker returns."""
+        delay = 0.2
+        while True:
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.url, client_properties={"connection_name": self.name}, reconnect_interval=1.0
+                )
+                break
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                if not wait:
+                    raise
+                log.warning(
+                    "broker not reachable, retrying",
+                    extra={"action": "amqp.wait", "client": self.name, "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        connection.close_callbacks.add(self._on_close)
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        self.connection = connection
+        self._up_since = time.monotonic()
+        self.connected.set()
+        return connection
+
+    async def channel(self, *, confirms: bool = True, prefetch: int | None = None) -> AbstractChannel:
+        if self.connection is None:
+            raise RuntimeError("connect() first")
+        channel = await self.connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
+        if prefetch is not None:
+            await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None

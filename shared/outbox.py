@@ -1,0 +1,192 @@
+"""The transactional outbox: messages are written in the transaction that decided them and sent
+after it commits, with pipelined publisher confirms; a row is deleted only once the broker confirmed
+it. A crash between commit and publish delays a message, never loses it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from pydantic import BaseModel
+
+from shared import amqp, jsonutil
+from shared.db import queries
+from shared.db.pool import CONNECTION_ERRORS
+from shared.events import CONTENT_TYPE
+from shared.messages import encode, utc_now
+
+log = logging.getLogger(__name__)
+Q = queries.load("shared", "outbox.sql")
+PUBLISH_TIMEOUT = 10.0
+
+
+@dataclass
+class Outgoing:
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    mandatory: bool
+    content_type: str = "application/json"
+    available_at: datetime = field(default_factory=utc_now)
+
+
+def internal(
+    exchange: str, routing_key: str, message: BaseModel, message_id: str, *, at: datetime | None = None
+) -> Outgoing:
+    """A command, dispatch or control message: mandatory, since an unroutable one is a failure."""
+    return Outgoing(exchange, routing_key, encode(message), message_id, True, available_at=at or utc_now())
+
+
+def public(routing_key: str, event: dict[str, Any]) -> Outgoing:
+    """A fact for the results exchange: not mandatory, since nobody has to listen."""
+    return Outgoing(amqp.RESULTS, routing_key, jsonutil.dumps(event), str(event["id"]), False, CONTENT_TYPE)
+
+
+async def insert(conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> None:
+    if not messages:
+        return
+    await conn.execute(
+        Q.insert,
+        [m.exchange for m in messages],
+        [m.routing_key for m in messages],
+        [m.body for m in messages],
+        [m.content_type for m in messages],
+        [m.message_id for m in messages],
+        [m.mandatory for m in messages],
+        [m.available_at for m in messages],
+    )
+
+
+class OutboxPublisher:
+    """Sends the outbox. `wake()` after a commit that wrote rows; a poll catches delayed rows and
+    whatever another process left behind."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: amqp.Broker,
+        *,
+        poll_seconds: float = 0.5,
+        batch: int = 500,
+        before_publish: Callable[[AbstractChannel, str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self.before_publish = before_publish
+        self.published = 0
+        self._wake = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self.broker.channel(confirms=True)
+            self._exchanges = await amqp.declare_exchanges(self._channel)
+        return self._exchanges[name]
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> tuple[list[int], list[int]]:
+        async def one(row: asyncpg.Record) -> None:
+            exchange = await self._exchange(row["exchange"])
+            if self.before_publish is not None:
+                assert self._channel is not None
+                await self.before_publish(self._channel, row["exchange"], row["routing_key"])
+            message = aio_pika.Message(
+                bytes(row["body"]),
+                content_type=row["content_type"],
+                message_id=row["message_id"],
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await exchange.publish(
+                message, row["routing_key"], mandatory=row["mandatory"], timeout=PUBLISH_TIMEOUT
+            )
+
+        # Exchanges are looked up once before the pipelined publish, so a reconnect is paid once.
+        await self._exchange(amqp.RESULTS)
+        outcomes = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
+        ok: list[int] = []
+        failed: list[int] = []
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                failed.append(row["id"])
+                log.warning(
+                    "publish failed, will retry",
+                    extra={
+                        "action": "outbox.publish_failed",
+                        "exchange": row["exchange"],
+                        "routing_key": row["routing_key"],
+                        "error": repr(outcome),
+                        "attempts": row["attempts"] + 1,
+                    },
+                )
+            else:
+                ok.append(row["id"])
+        return ok, failed
+
+    async def drain_once(self) -> int:
+        """Send one batch; returns how many rows were confirmed (0 when nothing was due or all failed)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q.claim, self.batch)
+            if not rows:
+                return 0
+            try:
+                ok, failed = await self._send(rows)
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+                log.warning(
+                    "broker unavailable for the outbox",
+                    extra={"action": "outbox.broker_down", "error": repr(exc)},
+                )
+                ok, failed = [], [r["id"] for r in rows]
+            if ok:
+                await conn.execute(Q.delete, ok)
+            if failed:
+                await conn.execute(Q.defer, failed)
+        self.published += len(ok)
+        if failed and not ok:
+            return 0
+        return len(ok)
+
+    async def drain(self) -> int:
+        total = 0
+        while True:
+            sent = await self.drain_once()
+            total += sent
+            if sent < self.batch:
+                return total
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            self._wake.clear()
+            try:
+                await self.drain()
+            except CONNECTION_ERRORS as exc:
+                log.warning(
+                    "postgres unavailable for the outbox",
+                    extra={"action": "outbox.db_down", "error": repr(exc)},
+                )
+                await asyncio.sleep(self.poll_seconds)
+            except asyncpg.PostgresError as exc:
+                log.error("outbox drain failed", extra={"action": "outbox.error", "error": repr(exc)})
+                await asyncio.sleep(self.poll_seconds)
+
+    async def depth(self) -> tuple[int, float]:
+        row = await self.pool.fetchrow(Q.depth)
+        assert row is not None
+        return int(row["depth"]), float(row["oldest_seconds"])

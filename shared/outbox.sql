@@ -1,0 +1,25 @@
+-- name: claim
+-- Rows another publisher holds are skipped, so any number of publishers share the outbox.
+SELECT id, exchange, routing_key, body, content_type, message_id, mandatory, attempts
+FROM outbox
+WHERE available_at <= now()
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete
+DELETE FROM outbox WHERE id = ANY($1::bigint[]);
+
+-- name: defer
+UPDATE outbox
+SET attempts = attempts + 1,
+    available_at = now() + make_interval(secs => least(0.1 * power(2, attempts), 5.0))
+WHERE id = ANY($1::bigint[]);
+
+-- name: insert
+INSERT INTO outbox (exchange, routing_key, body, content_type, message_id, mandatory, available_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::timestamptz[]);
+
+-- name: depth
+SELECT count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds
+FROM outbox;

@@ -1,0 +1,48 @@
+"""When a failed attempt runs again: a validated policy and one pure decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What the API promises may be retried; everything else is a verdict.
+RETRYABLE_CODES = frozenset({"step_failed", "timeout", "worker_lost", "undeliverable", "worker_shutdown"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial_interval: float = 1.0
+    backoff_coefficient: float = 2.0
+    maximum_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.initial_interval <= 0:
+            raise ValueError("initial_interval must be positive")
+        if self.backoff_coefficient < 1:
+            raise ValueError("backoff_coefficient must be at least 1")
+        if self.maximum_interval < self.initial_interval:
+            raise ValueError("maximum_interval must be at least initial_interval")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after `attempt` (1-based)."""
+        if attempt < 1:
+            raise ValueError("attempts count from 1")
+        # Capped before the power grows huge.
+        exponent = min(attempt - 1, 64)
+        return min(self.initial_interval * self.backoff_coefficient**exponent, self.maximum_interval)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry: bool
+    delay_seconds: float = 0.0
+
+
+def next_attempt(
+    *, attempt: int, max_attempts: int, code: str, retryable: bool, policy: RetryPolicy = DEFAULT_POLICY
+) -> RetryDecision:
+    if not retryable or code not in RETRYABLE_CODES or attempt >= max_attempts:
+        return RetryDecision(False)
+    return RetryDecision(True, policy.backoff(attempt))

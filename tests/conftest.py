@@ -1,0 +1,108 @@
+"""Shared fixtures: real Postgres and RabbitMQ, isolated cheaply.
+
+A template database is migrated once per session and cloned per test; each test that needs the
+broker gets a vhost of its own. When a service is missing the tests fail (never skip): CI must
+not pass without having tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from shared.db import migrate
+from shared.db.pool import create_pool
+from shared.settings import Settings
+
+ADMIN_URL = os.environ.get("MODELRUNS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_BASE = os.environ.get("MODELRUNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+TEMPLATE = "modelruns_test_template"
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    async def build() -> None:
+        conn = await asyncpg.connect(ADMIN_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        await migrate.upgrade(_with_db(ADMIN_URL, TEMPLATE))
+
+    try:
+        asyncio.run(build())
+    except OSError as exc:
+        pytest.fail(f"Postgres is not reachable at {ADMIN_URL}: {exc} (make test starts it)")
+    yield _with_db(ADMIN_URL, TEMPLATE)
+
+
+@pytest.fixture
+async def db_url(template_db: str) -> AsyncIterator[str]:
+    name = f"modelruns_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    yield _with_db(ADMIN_URL, name)
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db_url, max_size=5)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    vhost = f"modelruns-test-{uuid.uuid4().hex[:12]}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (OSError, RuntimeError) as exc:
+        pytest.fail(f"RabbitMQ is not usable: {exc} (make test starts it)")
+    yield AMQP_BASE.rstrip("/") + "/" + quote(vhost, safe="")
+    subprocess.Popen(
+        ["rabbitmqctl", "-q", "delete_vhost", vhost], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def settings(db_url: str, amqp_url: str) -> Settings:
+    """Settings for in-process services: short intervals so that tests wait seconds, not minutes."""
+    return Settings(
+        database_url=db_url,
+        amqp_url=amqp_url,
+        http_port=0,
+        step_lease_seconds=3,
+        heartbeat_seconds=0.5,
+        reconcile_seconds=0.5,
+        outbox_poll_seconds=0.2,
+        page_token_secret="test-secret",
+    )
