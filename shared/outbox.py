@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from shared import amqp, jsonutil
 from shared.db import queries
-from shared.db.pool import CONNECTION_ERRORS
+from shared.db.pool import CONNECTION_ERRORS, Conn
 from shared.events import CONTENT_TYPE
 from shared.messages import encode, utc_now
 
@@ -51,7 +51,7 @@ def public(routing_key: str, event: dict[str, Any]) -> Outgoing:
     return Outgoing(amqp.RESULTS, routing_key, jsonutil.dumps(event), str(event["id"]), False, CONTENT_TYPE)
 
 
-async def insert(conn: asyncpg.Connection, messages: Sequence[Outgoing]) -> None:
+async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
     if not messages:
         return
     await conn.execute(

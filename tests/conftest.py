@@ -12,7 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -56,20 +56,49 @@ def template_db() -> Iterator[str]:
     yield _with_db(ADMIN_URL, TEMPLATE)
 
 
-@pytest.fixture
-async def db_url(template_db: str) -> AsyncIterator[str]:
+async def create_database() -> str:
+    """A fresh database cloned from the migrated template; returns its URL."""
     name = f"modelruns_test_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(ADMIN_URL)
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     finally:
         await conn.close()
-    yield _with_db(ADMIN_URL, name)
+    return _with_db(ADMIN_URL, name)
+
+
+async def drop_database(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
     conn = await asyncpg.connect(ADMIN_URL)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def create_vhost() -> str:
+    """A fresh RabbitMQ vhost; returns the AMQP URL that selects it."""
+    vhost = f"modelruns-test-{uuid.uuid4().hex[:12]}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (OSError, RuntimeError) as exc:
+        pytest.fail(f"RabbitMQ is not usable: {exc} (make test starts it)")
+    return AMQP_BASE.rstrip("/") + "/" + quote(vhost, safe="")
+
+
+def drop_vhost(url: str) -> None:
+    vhost = unquote(urlsplit(url).path.lstrip("/"))
+    subprocess.Popen(
+        ["rabbitmqctl", "-q", "delete_vhost", vhost], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+async def db_url(template_db: str) -> AsyncIterator[str]:
+    url = await create_database()
+    yield url
+    await drop_database(url)
 
 
 @pytest.fixture
@@ -81,16 +110,9 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 def amqp_url() -> Iterator[str]:
-    vhost = f"modelruns-test-{uuid.uuid4().hex[:12]}"
-    try:
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    except (OSError, RuntimeError) as exc:
-        pytest.fail(f"RabbitMQ is not usable: {exc} (make test starts it)")
-    yield AMQP_BASE.rstrip("/") + "/" + quote(vhost, safe="")
-    subprocess.Popen(
-        ["rabbitmqctl", "-q", "delete_vhost", vhost], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    url = create_vhost()
+    yield url
+    drop_vhost(url)
 
 
 @pytest.fixture

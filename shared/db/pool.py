@@ -14,6 +14,9 @@ from shared.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
+# A plain connection or one borrowed from a pool: every query helper takes either.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
 # What a dropped or refused connection looks like from asyncpg: turned into DatabaseUnavailable.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,

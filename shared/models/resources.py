@@ -5,11 +5,16 @@ The gateway answers with these and the orchestrator puts the same in each event'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 
-def run_resource(row: Mapping[str, Any]) -> dict[str, Any]:
+class Row(Protocol):
+    """A database record or a snapshot: anything read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def run_resource(row: Row) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "status": str(row["status"]),
@@ -27,7 +32,7 @@ def run_resource(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def step_resource(row: Mapping[str, Any]) -> dict[str, Any]:
+def step_resource(row: Row) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "run_id": str(row["run_id"]),
@@ -50,7 +55,7 @@ def step_resource(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_resource(row: Mapping[str, Any]) -> dict[str, Any]:
+def result_resource(row: Row) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "run_id": str(row["run_id"]),
@@ -63,4 +68,3 @@ def result_resource(row: Mapping[str, Any]) -> dict[str, Any]:
         "metrics": row["metrics"],
         "created_at": row["created_at"],
     }
-

@@ -1,0 +1,70 @@
+"""How every consumed message is settled, decided in one place.
+
+- handled: ack.
+- poison (InvalidMessage): reject without requeue, so it is dead-lettered with a log line.
+- Postgres unreachable: keep the message and try again with backoff; worker events carry facts
+  that exist nowhere else, so they are never dropped because the database was away.
+- anything else: requeue; the queue's delivery limit dead-letters a message that keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared.db.pool import CONNECTION_ERRORS
+from shared.errors import DatabaseUnavailable, InvalidMessage
+
+log = logging.getLogger(__name__)
+Handler = Callable[[bytes], Awaitable[None]]
+TRANSIENT: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    DatabaseUnavailable,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.QueryCanceledError,
+)
+MAX_BACKOFF = 5.0
+
+
+def settling(queue: str, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    async def consume(message: AbstractIncomingMessage) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await handler(message.body)
+            except InvalidMessage as exc:
+                log.warning(
+                    "poison message dead-lettered",
+                    extra={
+                        "action": "message.poison",
+                        "queue": queue,
+                        "error": str(exc),
+                        "message_id": message.message_id,
+                    },
+                )
+                await message.reject(requeue=False)
+                return
+            except TRANSIENT as exc:
+                log.warning(
+                    "postgres unavailable, holding the message",
+                    extra={"action": "message.retry", "queue": queue, "error": repr(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            except Exception:
+                log.exception(
+                    "message handling failed",
+                    extra={"action": "message.failed", "queue": queue, "message_id": message.message_id},
+                )
+                await message.nack(requeue=True)
+                return
+            await message.ack()
+            return
+
+    return consume

@@ -1,0 +1,361 @@
+"""The orchestrator's decisions, one transaction each under the run's row lock.
+
+Every handler re-reads the truth from Postgres and acts only if the message still fits it, so a
+message handled twice, late or out of order changes nothing that is already right.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+
+from orchestrator.change import Change
+from orchestrator.repository import LostRace, Repository
+from orchestrator.state import StepState
+from shared import amqp, outbox
+from shared.db.pool import Conn
+from shared.messages import (
+    StepDispatch,
+    StepErrorReport,
+    StopStep,
+    WorkerFinished,
+    WorkerHeartbeat,
+    WorkerResults,
+    WorkerStarted,
+    utc_now,
+)
+from shared.models.resources import result_resource
+from shared.retry import DEFAULT_POLICY, RetryPolicy
+from shared.settings import Settings
+from shared.states import RunStatus, StepStatus
+
+log = logging.getLogger(__name__)
+Decide = Callable[[Change, Conn], Awaitable[None]]
+RACE_RETRIES = 5
+
+
+class Engine:
+    def __init__(
+        self,
+        repo: Repository,
+        settings: Settings,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.on_commit = on_commit
+        self.policy = policy
+
+    async def in_run(self, run_id: UUID, decide: Decide) -> Change | None:
+        """Lock the run, let `decide` change it, write the change; None when the run does not exist."""
+        for attempt in range(1, RACE_RETRIES + 1):
+            try:
+                async with self.repo.pool.acquire() as conn, conn.transaction():
+                    snapshot = await self.repo.lock(conn, run_id)
+                    if snapshot is None:
+                        return None
+                    run, steps = snapshot
+                    change = Change(
+                        run,
+                        steps,
+                        now=utc_now(),
+                        lease_seconds=self.settings.step_lease_seconds,
+                        policy=self.policy,
+                    )
+                    await decide(change, conn)
+                    await self.repo.write(conn, change)
+            except (LostRace, asyncpg.exceptions.DeadlockDetectedError) as exc:
+                if attempt == RACE_RETRIES:
+                    raise
+                log.info(
+                    "state moved meanwhile, deciding again",
+                    extra={"action": "engine.race", "run_id": str(run_id), "error": str(exc)},
+                )
+                continue
+            if change.messages:
+                self.on_commit()
+            return change
+        raise AssertionError("unreachable")
+
+    # -- commands -----------------------------------------------------------------------------
+
+    async def advance(self, run_id: UUID) -> Change | None:
+        """A trigger, a cancel, or the reconciler's nudge: carry the run as far as it goes now."""
+
+        async def decide(change: Change, _: Conn) -> None:
+            change.advance()
+
+        return await self.in_run(run_id, decide)
+
+    # -- worker events -----------------------------------------------------------------------
+
+    @staticmethod
+    def _accepted(step: StepState | None, attempt: int, worker_id: str) -> bool:
+        return (
+            step is not None
+            and step.status is StepStatus.RUNNING
+            and step.attempt == attempt
+            and step.worker_id == worker_id
+        )
+
+    async def started(self, event: WorkerStarted) -> None:
+        async def decide(change: Change, _: Conn) -> None:
+            step = change.by_id.get(event.step_id)
+            if step is None:
+                return
+            if step.status is StepStatus.QUEUED and step.attempt == event.attempt:
+                if change.run.status is RunStatus.CANCELLING:
+                    change.cancel(step, "run cancelled")
+                    change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "cancelled")
+                    change.advance()
+                    return
+                change.start(step, event.worker_id)
+                log.info(
+                    "step started",
+                    extra={
+                        "action": "step.started",
+                        "run_id": str(change.run.id),
+                        "step_id": str(step.id),
+                        "attempt": step.attempt,
+                        "worker_id": event.worker_id,
+                    },
+                )
+                return
+            if self._accepted(step, event.attempt, event.worker_id):
+                return  # a duplicate of the start we accepted
+            # One worker per attempt: any other is told to stop.
+            log.info(
+                "fenced a worker",
+                extra={
+                    "action": "step.fenced",
+                    "run_id": str(change.run.id),
+                    "step_id": str(step.id),
+                    "attempt": event.attempt,
+                    "worker_id": event.worker_id,
+                    "step_status": str(step.status),
+                },
+            )
+            change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "fenced")
+
+        await self.in_run(event.run_id, decide)
+
+    async def results(self, event: WorkerResults) -> None:
+        async def decide(change: Change, conn: Conn) -> None:
+            step = change.by_id.get(event.step_id)
+            if step is None or not self._accepted(step, event.attempt, event.worker_id):
+                if step is not None and step.status not in (StepStatus.QUEUED,):
+                    change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "fenced")
+                return
+            rows = await self.repo.insert_results(conn, change.run.id, step.id, step.attempt, event.results)
+            counts = dict(step.test_counts)
+            for row in rows:
+                counts["total"] += 1
+                counts[str(row["status"])] += 1
+                change.emit_result(result_resource(row))
+            step.test_counts = counts
+            step.results_stored += len(rows)
+            step.dirty = True
+            if step.held_finish is not None and step.results_stored >= int(step.held_finish["results_count"]):
+                self._finish(change, step, WorkerFinished.model_validate(step.held_finish))
+            change.advance()
+
+        await self.in_run(event.run_id, decide)
+
+    async def finished(self, event: WorkerFinished) -> None:
+        async def decide(change: Change, _: Conn) -> None:
+            step = change.by_id.get(event.step_id)
+            if step is None or not self._accepted(step, event.attempt, event.worker_id):
+                return
+            if event.results_count > step.results_stored:
+                # The finish overtook some of its results (another orchestrator holds them): wait.
+                step.held_finish = event.model_dump(mode="json")
+                step.held_finish_at = change.now
+                step.dirty = True
+                return
+            self._finish(change, step, event)
+            change.advance()
+
+        await self.in_run(event.run_id, decide)
+
+    def _finish(self, change: Change, step: StepState, event: WorkerFinished) -> None:
+        log.info(
+            "step finished",
+            extra={
+                "action": "step.finished",
+                "run_id": str(change.run.id),
+                "step_id": str(step.id),
+                "attempt": step.attempt,
+                "outcome": event.outcome,
+            },
+        )
+        if event.outcome == "succeeded":
+            change.succeed(step, event.outputs)
+        elif event.outcome == "failed":
+            error = event.error or StepErrorReport(code="step_failed", message="the step failed")
+            change.fail_attempt(step, error.code, error.message, retryable=error.retryable)
+        elif step.stop_requested_at is not None or change.run.status is RunStatus.CANCELLING:
+            change.cancel(step, "stopped by request")
+        else:
+            change.fail_attempt(step, "worker_lost", "the worker stopped the step unasked", retryable=True)
+
+    async def heartbeat(self, event: WorkerHeartbeat) -> None:
+        if not event.steps:
+            return
+        ids = [ref.step_id for ref in event.steps]
+        attempts = [ref.attempt for ref in event.steps]
+        renew: list[tuple[UUID, int]] = []
+        stops: list[StopStep] = []
+        for target in await self.repo.heartbeat_targets(ids, attempts):
+            if target["status"] is None:
+                continue  # names nothing we know: ignored
+            same_attempt = target["current_attempt"] == target["attempt"]
+            if str(target["status"]) == "running" and same_attempt and target["worker_id"] == event.worker_id:
+                renew.append((target["step_id"], target["attempt"]))
+                if target["stop_requested_at"] is not None or str(target["run_status"]) == "cancelling":
+                    # The stop may have been lost: the next beat repeats it.
+                    stops.append(
+                        StopStep(
+                            run_id=target["run_id"],
+                            step_id=target["step_id"],
+                            attempt=target["attempt"],
+                            reason="cancelled",
+                        )
+                    )
+            elif str(target["status"]) == "queued" and same_attempt:
+                continue  # its start is still on its way to us
+            else:
+                stops.append(
+                    StopStep(
+                        run_id=target["run_id"],
+                        step_id=target["step_id"],
+                        attempt=target["attempt"],
+                        reason="fenced",
+                    )
+                )
+        if renew:
+            await self.repo.renew_leases(
+                [r[0] for r in renew],
+                [r[1] for r in renew],
+                event.worker_id,
+                self.settings.step_lease_seconds,
+            )
+        if stops:
+            await self.send(
+                [
+                    outbox.internal(
+                        amqp.CONTROL,
+                        amqp.control_key(event.worker_id),
+                        stop,
+                        f"stop:{stop.step_id}:{stop.attempt}:{event.worker_id}",
+                    )
+                    for stop in stops
+                ]
+            )
+
+    async def send(self, messages: list[outbox.Outgoing]) -> None:
+        async with self.repo.pool.acquire() as conn, conn.transaction():
+            await outbox.insert(conn, messages)
+        self.on_commit()
+
+    # -- repairs (the reconciler's and the dead-letter handler's) ----------------------------
+
+    async def on_step(
+        self, run_id: UUID, step_id: UUID, attempt: int, act: Callable[[Change, StepState], None]
+    ) -> Change | None:
+        """Act on one attempt if it is still the current one."""
+
+        async def decide(change: Change, _: Conn) -> None:
+            step = change.by_id.get(step_id)
+            if step is None or step.attempt != attempt:
+                return
+            act(change, step)
+            change.advance()
+
+        return await self.in_run(run_id, decide)
+
+    async def expire_lease(self, run_id: UUID, step_id: UUID, attempt: int) -> Change | None:
+        def act(change: Change, step: StepState) -> None:
+            if (
+                step.status is not StepStatus.RUNNING
+                or step.lease_expires_at is None
+                or step.lease_expires_at > change.now
+            ):
+                return
+            worker = step.worker_id or "unknown"
+            log.warning(
+                "lease expired",
+                extra={
+                    "action": "step.worker_lost",
+                    "run_id": str(run_id),
+                    "step_id": str(step_id),
+                    "attempt": attempt,
+                    "worker_id": worker,
+                },
+            )
+            change.tell_stop(run_id, step_id, attempt, worker, "worker_lost")
+            change.fail_attempt(step, "worker_lost", f"worker {worker} stopped heartbeating", retryable=True)
+
+        return await self.on_step(run_id, step_id, attempt, act)
+
+    async def time_out(self, run_id: UUID, step_id: UUID, attempt: int) -> Change | None:
+        def act(change: Change, step: StepState) -> None:
+            if step.status is not StepStatus.RUNNING or step.started_at is None:
+                return
+            if step.started_at + timedelta(seconds=step.timeout_seconds) > change.now:
+                return
+            if step.worker_id:
+                change.tell_stop(run_id, step_id, attempt, step.worker_id, "timeout")
+            change.fail_attempt(
+                step, "timeout", f"the step ran longer than {step.timeout_seconds} s", retryable=True
+            )
+
+        return await self.on_step(run_id, step_id, attempt, act)
+
+    async def force_stop(self, run_id: UUID, step_id: UUID, attempt: int) -> Change | None:
+        def act(change: Change, step: StepState) -> None:
+            if step.status is StepStatus.RUNNING and step.stop_requested_at is not None:
+                change.cancel(step, "the worker did not confirm the stop in time")
+
+        return await self.on_step(run_id, step_id, attempt, act)
+
+    async def release_held_finish(self, run_id: UUID, step_id: UUID, attempt: int) -> Change | None:
+        def act(change: Change, step: StepState) -> None:
+            if step.status is StepStatus.RUNNING and step.held_finish is not None:
+                log.warning(
+                    "finishing a step whose results never all arrived",
+                    extra={
+                        "action": "step.results_missing",
+                        "run_id": str(run_id),
+                        "step_id": str(step_id),
+                        "attempt": attempt,
+                    },
+                )
+                self._finish(change, step, WorkerFinished.model_validate(step.held_finish))
+
+        return await self.on_step(run_id, step_id, attempt, act)
+
+    async def undeliverable(self, dispatch: StepDispatch) -> Change | None:
+        """A dispatch was dead-lettered: send it again a bounded number of times, then fail the attempt."""
+
+        def act(change: Change, step: StepState) -> None:
+            if step.status is not StepStatus.QUEUED:
+                return
+            step.dispatch_count += 1
+            step.dirty = True
+            if step.dispatch_count <= self.settings.dispatch_redeliveries:
+                change.redispatch(step)
+                return
+            change.fail_attempt(
+                step,
+                "undeliverable",
+                f"the dispatch was dead-lettered {step.dispatch_count} times",
+                retryable=True,
+            )
+
+        return await self.on_step(dispatch.run_id, dispatch.step_id, dispatch.attempt, act)

@@ -1,0 +1,150 @@
+"""`modelruns orchestrator`: consumes commands and worker events, reconciles, sends the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from orchestrator.acking import settling
+from orchestrator.engine import Engine
+from orchestrator.reconciler import Reconciler
+from orchestrator.repository import Repository
+from shared import amqp
+from shared.amqp import Broker
+from shared.db.pool import wait_for_pool
+from shared.errors import InvalidMessage
+from shared.messages import (
+    RunCommand,
+    StepDispatch,
+    WorkerFinished,
+    WorkerHeartbeat,
+    WorkerResults,
+    WorkerStarted,
+    decode,
+    decode_worker_event,
+)
+from shared.outbox import OutboxPublisher
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+PREFETCH = 64
+
+
+class PoolQueues:
+    """Declares a pool's queue before its first dispatch, so a step for a pool with no worker yet
+    waits in its queue instead of being returned as unroutable."""
+
+    def __init__(self) -> None:
+        self.declared: set[str] = set()
+
+    async def __call__(self, channel: AbstractChannel, exchange: str, routing_key: str) -> None:
+        if exchange != amqp.STEPS or routing_key in self.declared:
+            return
+        await amqp.declare_pool_queue(channel, routing_key)
+        self.declared.add(routing_key)
+
+
+class Orchestrator:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = f"orchestrator-{socket.gethostname()}-{os.getpid()}"
+        self.broker = Broker(settings.amqp_url, name=self.name)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.pool = await wait_for_pool(self.settings.database_url, max_size=self.settings.database_pool_size)
+        self.repo = Repository(self.pool)
+        await self.broker.connect()
+        self.publisher = OutboxPublisher(
+            self.pool,
+            self.broker,
+            poll_seconds=self.settings.outbox_poll_seconds,
+            before_publish=PoolQueues(),
+        )
+        self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake)
+        self.reconciler = Reconciler(self.engine, self.repo, self.broker, self.settings)
+        self.channel = await self.broker.channel(confirms=False, prefetch=PREFETCH)
+        queues = await amqp.declare_orchestrator_queues(self.channel)
+        await queues[amqp.COMMANDS_QUEUE].consume(settling(amqp.COMMANDS_QUEUE, self.on_command))
+        await queues[amqp.WORKER_EVENTS_QUEUE].consume(
+            settling(amqp.WORKER_EVENTS_QUEUE, self.on_worker_event)
+        )
+        await queues[amqp.DEAD_QUEUE].consume(self.on_dead_letter)
+        self.tasks = [
+            asyncio.create_task(self.publisher.run(), name="outbox"),
+            asyncio.create_task(self.reconciler.run(), name="reconciler"),
+        ]
+        self.publisher.wake()
+        log.info("orchestrator ready", extra={"action": "orchestrator.ready", "name": self.name})
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broker.close()
+        await self.pool.close()
+
+    async def on_command(self, body: bytes) -> None:
+        command = decode(RunCommand, body)
+        await self.engine.advance(command.run_id)
+
+    async def on_worker_event(self, body: bytes) -> None:
+        event = decode_worker_event(body)
+        if isinstance(event, WorkerStarted):
+            await self.engine.started(event)
+        elif isinstance(event, WorkerResults):
+            await self.engine.results(event)
+        elif isinstance(event, WorkerFinished):
+            await self.engine.finished(event)
+        elif isinstance(event, WorkerHeartbeat):
+            await self.engine.heartbeat(event)
+
+    async def on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """Settle what the broker gave up on: a dispatch is re-sent or its attempt failed; anything
+        else is logged and dropped (the reconciler repairs what a lost nudge left behind)."""
+        headers = message.headers or {}
+        origin = str(headers.get("x-first-death-queue") or "")
+        reason = str(headers.get("x-first-death-reason") or "")
+        extra = {
+            "action": "message.dead",
+            "queue": origin,
+            "reason": reason,
+            "message_id": message.message_id,
+        }
+        try:
+            if origin.startswith(amqp.STEPS + "."):
+                try:
+                    dispatch = decode(StepDispatch, message.body)
+                except InvalidMessage as exc:
+                    log.warning(
+                        "dropped a dead dispatch that does not parse", extra={**extra, "error": str(exc)}
+                    )
+                else:
+                    log.warning(
+                        "dispatch dead-lettered",
+                        extra={**extra, "step_id": str(dispatch.step_id), "attempt": dispatch.attempt},
+                    )
+                    await self.engine.undeliverable(dispatch)
+            else:
+                log.warning("dropped a dead message", extra=extra)
+        except Exception:
+            log.exception("dead letter handling failed", extra=extra)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    orchestrator = Orchestrator(settings)
+    await orchestrator.start()
+    try:
+        await stop.wait()
+    finally:
+        await orchestrator.stop()
