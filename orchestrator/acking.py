@@ -31,7 +31,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 MAX_BACKOFF = 5.0
 
 
-def settling(queue: str, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+def settling(
+    queue: str, handler: Handler, count: Callable[[str], None] = lambda _: None
+) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
     async def consume(message: AbstractIncomingMessage) -> None:
         delay = 0.1
         while True:
@@ -48,6 +50,7 @@ def settling(queue: str, handler: Handler) -> Callable[[AbstractIncomingMessage]
                     },
                 )
                 await message.reject(requeue=False)
+                count("poison")
                 return
             except TRANSIENT as exc:
                 log.warning(
@@ -63,8 +66,10 @@ def settling(queue: str, handler: Handler) -> Callable[[AbstractIncomingMessage]
                     extra={"action": "message.failed", "queue": queue, "message_id": message.message_id},
                 )
                 await message.nack(requeue=True)
+                count("requeued")
                 return
             await message.ack()
+            count("handled")
             return
 
     return consume

@@ -45,8 +45,10 @@ class Engine:
         settings: Settings,
         *,
         on_commit: Callable[[], None] = lambda: None,
+        on_change: Callable[[Change], None] = lambda _: None,
         policy: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
+        self.on_change = on_change
         self.repo = repo
         self.settings = settings
         self.on_commit = on_commit
@@ -80,6 +82,7 @@ class Engine:
                 continue
             if change.messages:
                 self.on_commit()
+            self.on_change(change)
             return change
         raise AssertionError("unreachable")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from orchestrator.change import Change
 from orchestrator.engine import Engine
@@ -23,7 +23,15 @@ BATCH = 200
 
 
 class Reconciler:
-    def __init__(self, engine: Engine, repo: Repository, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        repo: Repository,
+        broker: Broker,
+        settings: Settings,
+        on_repair: Callable[[str, int], None] = lambda kind, n: None,
+    ) -> None:
+        self.on_repair = on_repair
         self.engine = engine
         self.repo = repo
         self.broker = broker
@@ -73,6 +81,8 @@ class Reconciler:
         if done:
             log.info("reconciled", extra={"action": "reconcile.repaired", **dict(done)})
         self.repairs.update(done)
+        for kind, count in done.items():
+            self.on_repair(kind, count)
         return done
 
     @staticmethod

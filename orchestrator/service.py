@@ -11,7 +11,9 @@ import socket
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from orchestrator.acking import settling
+from orchestrator.change import Change
 from orchestrator.engine import Engine
+from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.reconciler import Reconciler
 from orchestrator.repository import Repository
 from shared import amqp
@@ -28,6 +30,7 @@ from shared.messages import (
     decode,
     decode_worker_event,
 )
+from shared.ops import OpsServer
 from shared.outbox import OutboxPublisher
 from shared.settings import Settings
 
@@ -55,6 +58,24 @@ class Orchestrator:
         self.name = f"orchestrator-{socket.gethostname()}-{os.getpid()}"
         self.broker = Broker(settings.amqp_url, name=self.name)
         self.tasks: list[asyncio.Task[None]] = []
+        self.metrics = OrchestratorMetrics()
+        self.ops: OpsServer | None = None
+
+    def observe(self, change: Change) -> None:
+        for event in change.events:
+            self.metrics.events.labels(event.type).inc()
+
+    async def readiness(self) -> dict[str, str]:
+        checks = {"postgres": "ok", "rabbitmq": "ok" if self.broker.up_for() > 0 else "down"}
+        try:
+            depth, oldest = await self.publisher.depth()
+        except Exception:
+            checks["postgres"] = "down"
+        else:
+            self.metrics.outbox_depth.set(depth)
+            self.metrics.outbox_oldest.set(oldest)
+            self.metrics.published.set(self.publisher.published)
+        return checks
 
     async def start(self) -> None:
         self.pool = await wait_for_pool(self.settings.database_url, max_size=self.settings.database_pool_size)
@@ -66,8 +87,14 @@ class Orchestrator:
             poll_seconds=self.settings.outbox_poll_seconds,
             before_publish=PoolQueues(),
         )
-        self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake)
-        self.reconciler = Reconciler(self.engine, self.repo, self.broker, self.settings)
+        self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake, on_change=self.observe)
+        self.reconciler = Reconciler(
+            self.engine,
+            self.repo,
+            self.broker,
+            self.settings,
+            on_repair=lambda kind, n: self.metrics.repairs.labels(kind).inc(n),
+        )
         self.channel = await self.broker.channel(confirms=False, prefetch=PREFETCH)
         queues = await amqp.declare_orchestrator_queues(self.channel)
         await queues[amqp.COMMANDS_QUEUE].consume(settling(amqp.COMMANDS_QUEUE, self.on_command))
@@ -79,10 +106,17 @@ class Orchestrator:
             asyncio.create_task(self.publisher.run(), name="outbox"),
             asyncio.create_task(self.reconciler.run(), name="reconciler"),
         ]
+        if self.settings.ops_port is not None:
+            self.ops = OpsServer(
+                self.settings.http_host, self.settings.ops_port, self.metrics.registry, self.readiness
+            )
+            await self.ops.start()
         self.publisher.wake()
         log.info("orchestrator ready", extra={"action": "orchestrator.ready", "name": self.name})
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
