@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage
 
 from orchestrator.acking import settling
 from orchestrator.change import Change
@@ -36,20 +36,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 PREFETCH = 64
-
-
-class PoolQueues:
-    """Declares a pool's queue before its first dispatch, so a step for a pool with no worker yet
-    waits in its queue instead of being returned as unroutable."""
-
-    def __init__(self) -> None:
-        self.declared: set[str] = set()
-
-    async def __call__(self, channel: AbstractChannel, exchange: str, routing_key: str) -> None:
-        if exchange != amqp.STEPS or routing_key in self.declared:
-            return
-        await amqp.declare_pool_queue(channel, routing_key)
-        self.declared.add(routing_key)
 
 
 class Orchestrator:
@@ -85,7 +71,6 @@ class Orchestrator:
             self.pool,
             self.broker,
             poll_seconds=self.settings.outbox_poll_seconds,
-            before_publish=PoolQueues(),
         )
         self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake, on_change=self.observe)
         self.reconciler = Reconciler(
@@ -112,7 +97,7 @@ class Orchestrator:
             )
             await self.ops.start()
         self.publisher.wake()
-        log.info("orchestrator ready", extra={"action": "orchestrator.ready", "name": self.name})
+        log.info("orchestrator ready", extra={"action": "orchestrator.ready", "orchestrator": self.name})
 
     async def stop(self) -> None:
         if self.ops is not None:

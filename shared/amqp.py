@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -120,12 +121,21 @@ class Broker:
         an outage connects when the broker returns."""
         delay = 0.2
         while True:
+            # Built here rather than by connect_robust, so that a failed or cancelled attempt is
+            # closed instead of being left to the garbage collector with its reconnect machinery.
+            connection = aio_pika.RobustConnection(
+                aio_pika.connection.make_url(self.url),
+                client_properties={"connection_name": self.name},
+                reconnect_interval=1.0,
+            )
             try:
-                connection = await aio_pika.connect_robust(
-                    self.url, client_properties={"connection_name": self.name}, reconnect_interval=1.0
-                )
+                await connection.connect()
                 break
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(connection.close())
+                if not isinstance(exc, (TimeoutError, OSError, aio_pika.exceptions.AMQPError)):
+                    raise
                 if not wait:
                     raise
                 log.warning(
@@ -151,5 +161,9 @@ class Broker:
 
     async def close(self) -> None:
         if self.connection is not None:
+            # A close we asked for is not a lost connection: no warning for it.
+            self._up_since = None
+            self.connection.close_callbacks.discard(self._on_close)
             await self.connection.close()
             self.connection = None
+            self.connected.clear()

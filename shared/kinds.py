@@ -12,7 +12,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints, field_validator
 
 from shared.errors import StepKindError
 from shared.models.api import MAX_TEST_MESSAGE, MAX_TEST_NAME
@@ -29,13 +29,14 @@ class KindParams(BaseModel):
 class SyntheticResult(KindParams):
     name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEST_NAME)]
     status: TestStatus
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
+    # Numbers are JSON numbers: strict, so "1" and true are refused rather than coerced.
+    duration_ms: Annotated[float, Field(ge=0, strict=True)] | None = None
     message: Annotated[str, StringConstraints(max_length=MAX_TEST_MESSAGE)] | None = None
-    metrics: dict[str, float] | None = None
+    metrics: dict[str, StrictFloat] | None = None
 
 
 class SyntheticParams(KindParams):
-    duration_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0
+    duration_seconds: Annotated[float, Field(ge=0, le=86_400, strict=True)] = 0
     results: Annotated[list[SyntheticResult], Field(max_length=10_000)] = Field(default_factory=list)
     outcome: Literal["succeeded", "failed"] = "succeeded"
     fail_attempts: Annotated[StrictInt, Field(ge=0, le=10)] = 0

@@ -10,11 +10,20 @@ from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from shared import jsonutil
 from shared.errors import InvalidMessage
 from shared.models.api import MAX_TEST_NAME
+from shared.models.validation import MAX_DEPTH, too_deep
 from shared.states import TestStatus
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -102,6 +111,15 @@ class WorkerFinished(StepRef):
     error: StepErrorReport | None = None
     # How many results this attempt reported in all: a finish that overtakes its results waits for them.
     results_count: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_depth(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Outputs are stored, published and handed to later steps, nested inside other documents;
+        # orjson refuses to write anything past 254 levels, so the nesting is bounded here.
+        if value is not None and too_deep(value, MAX_DEPTH) is not None:
+            raise ValueError(f"outputs are nested deeper than {MAX_DEPTH} levels")
+        return value
 
 
 WorkerEvent = Annotated[

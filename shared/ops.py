@@ -21,6 +21,7 @@ class OpsServer:
         self.registry = registry
         self.readiness = readiness
         self.runner: web.AppRunner | None = None
+        self.bound_port: int | None = None  # the port bound, which differs from `port` when it is 0
 
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -44,8 +45,10 @@ class OpsServer:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.host, self.port).start()
-        log.info("ops endpoints serving", extra={"action": "ops.ready", "port": self.port})
+        self.bound_port = int(self.runner.addresses[0][1]) if self.runner.addresses else self.port
+        log.info("ops endpoints serving", extra={"action": "ops.ready", "port": self.bound_port})
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,7 +68,12 @@ async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
 
 class OutboxPublisher:
     """Sends the outbox. `wake()` after a commit that wrote rows; a poll catches delayed rows and
-    whatever another process left behind."""
+    whatever another process left behind.
+
+    Any process may send any row (the gateway's publisher also sends the orchestrator's dispatches
+    when it claims them first), so every publisher declares a pool's queue before its first
+    dispatch: a step for a pool with no worker yet then waits in its queue instead of being
+    returned as unroutable."""
 
     def __init__(
         self,
@@ -77,13 +82,12 @@ class OutboxPublisher:
         *,
         poll_seconds: float = 0.5,
         batch: int = 500,
-        before_publish: Callable[[AbstractChannel, str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
         self.broker = broker
         self.poll_seconds = poll_seconds
         self.batch = batch
-        self.before_publish = before_publish
+        self._pool_queues: set[str] = set()
         self.published = 0
         self._wake = asyncio.Event()
         self._channel: AbstractChannel | None = None
@@ -101,9 +105,10 @@ class OutboxPublisher:
     async def _send(self, rows: Sequence[asyncpg.Record]) -> tuple[list[int], list[int]]:
         async def one(row: asyncpg.Record) -> None:
             exchange = await self._exchange(row["exchange"])
-            if self.before_publish is not None:
+            if row["exchange"] == amqp.STEPS and row["routing_key"] not in self._pool_queues:
                 assert self._channel is not None
-                await self.before_publish(self._channel, row["exchange"], row["routing_key"])
+                await amqp.declare_pool_queue(self._channel, row["routing_key"])
+                self._pool_queues.add(row["routing_key"])
             message = aio_pika.Message(
                 bytes(row["body"]),
                 content_type=row["content_type"],

@@ -28,7 +28,11 @@ class RetryPolicy:
             raise ValueError("attempts count from 1")
         # Capped before the power grows huge.
         exponent = min(attempt - 1, 64)
-        return min(self.initial_interval * self.backoff_coefficient**exponent, self.maximum_interval)
+        try:
+            delay = self.initial_interval * self.backoff_coefficient**exponent
+        except OverflowError:  # a large coefficient can still pass float's range within 64 steps
+            return self.maximum_interval
+        return min(delay, self.maximum_interval)
 
 
 DEFAULT_POLICY = RetryPolicy()

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
@@ -109,7 +109,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     }
     values.update(overrides)
     try:
-        return Settings.model_validate(
+        explicit = _MappingOnly.model_validate(
             {
                 k: _split_commas(v) if k in ("worker_pools", "worker_python_allow") else v
                 for k, v in values.items()
@@ -117,3 +117,22 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+    return Settings.model_construct(_fields_set=explicit.model_fields_set, **dict(explicit))
+
+
+class _MappingOnly(Settings):
+    """Settings validated from the given mapping alone: with an explicit `environ`, the process's
+    own MODELRUNS_* variables must not leak in (pydantic-settings reads os.environ otherwise)."""
+
+    model_config = SettingsConfigDict(title="Settings")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)

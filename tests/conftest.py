@@ -87,11 +87,27 @@ def create_vhost() -> str:
     return AMQP_BASE.rstrip("/") + "/" + quote(vhost, safe="")
 
 
+# Vhosts are deleted in the background; the processes are kept and reaped so that none is
+# collected while still running (a ResourceWarning, an error under filterwarnings=error).
+_DELETING: list[subprocess.Popen[bytes]] = []
+
+
 def drop_vhost(url: str) -> None:
     vhost = unquote(urlsplit(url).path.lstrip("/"))
-    subprocess.Popen(
-        ["rabbitmqctl", "-q", "delete_vhost", vhost], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    _DELETING[:] = [p for p in _DELETING if p.poll() is None]
+    _DELETING.append(
+        subprocess.Popen(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_vhost_deletions() -> Iterator[None]:
+    yield
+    for process in _DELETING:
+        process.wait(timeout=60)
+    _DELETING.clear()
 
 
 @pytest.fixture

@@ -70,7 +70,9 @@ async def create_database_if_missing(url: str) -> bool:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.exceptions.DuplicateDatabaseError:
+        except (asyncpg.exceptions.DuplicateDatabaseError, asyncpg.exceptions.UniqueViolationError):
+            # Another upgrade created it meanwhile; two racing CREATEs can also meet in pg_database's
+            # unique index, which reports a unique violation instead.
             return False
         log.info("created database", extra={"action": "db.create", "database": name})
         return True

@@ -16,7 +16,8 @@ TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 MAX_STEPS = 200
 MAX_LABELS = 32
-MAX_PARAMS_BYTES = 256 * 1024
+# The request body is capped at 1 MiB; a step's params may use all of it (10,000 synthetic results do).
+MAX_PARAMS_BYTES = 1024 * 1024
 MAX_TEST_NAME = 500
 MAX_TEST_MESSAGE = 10_000
 

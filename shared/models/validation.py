@@ -36,6 +36,24 @@ def dotted(path: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+# Deeper bodies are refused before anything walks them: the walks here recurse, and orjson, which
+# stores and publishes these values, gives up past 254 levels.
+MAX_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> tuple[int | str, ...] | None:
+    """The path of the first object or array nested deeper than `limit`, or None; iterative."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict | list):
+            if len(path) >= limit:
+                return path
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((child, (*path, key)) for key, child in children if isinstance(child, dict | list))
+    return None
+
+
 def find_nul(value: Any, path: tuple[int | str, ...] = ()) -> Iterator[tuple[int | str, ...]]:
     if isinstance(value, str):
         if "\x00" in value:
@@ -55,6 +73,11 @@ def pydantic_errors(exc: ValidationError, prefix: tuple[int | str, ...] = ()) ->
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         message = error["msg"]
+        # pydantic marks an invalid dict key by appending "[key]", which is no JSON pointer step:
+        # the pointer names the entry, the message says the key is at fault.
+        if len(loc) >= 2 and loc[-1] == "[key]":
+            loc = loc[:-1]
+            message = f"invalid key: {message}"
         if error["type"] == "extra_forbidden":
             message = f"unknown field {loc[-1]!r}" if loc else "unknown field"
         found.append((pointer(prefix + loc), message))
@@ -141,6 +164,13 @@ def validate_trigger(body: Any, kinds: dict[str, StepKind] | None = None) -> Tri
     """The whole trigger check; raises RequestInvalid listing every problem found."""
     if not isinstance(body, dict):
         raise RequestInvalid("the request body must be a JSON object", [("", "expected an object")])
+    deep = too_deep(body)
+    if deep is not None:
+        where = pointer(deep)
+        raise RequestInvalid(
+            f"{_describe(where)} is nested deeper than {MAX_DEPTH} levels",
+            [(where, f"nested deeper than {MAX_DEPTH} levels")],
+        )
     nul = [(pointer(p), "NUL characters are not allowed") for p in find_nul(body)]
     if nul:
         raise RequestInvalid(f"{_describe(nul[0][0])} contains a NUL character", nul)
@@ -159,6 +189,7 @@ def validate_trigger(body: Any, kinds: dict[str, StepKind] | None = None) -> Tri
 
 def _describe(ptr: str) -> str:
     parts: list[int | str] = [
-        int(p) if p.isdigit() else p.replace("~1", "/").replace("~0", "~") for p in ptr.split("/")[1:]
+        int(p) if p.isascii() and p.isdigit() else p.replace("~1", "/").replace("~0", "~")
+        for p in ptr.split("/")[1:]
     ]
     return dotted(tuple(parts))
