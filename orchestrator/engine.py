@@ -98,62 +98,59 @@ class Engine:
 
     # -- worker events -----------------------------------------------------------------------
 
-    @staticmethod
-    def _accepted(step: StepState | None, attempt: int, worker_id: str) -> bool:
-        return (
-            step is not None
-            and step.status is StepStatus.RUNNING
-            and step.attempt == attempt
-            and step.worker_id == worker_id
+    def _holds(self, change: Change, step: StepState | None, attempt: int, worker_id: str) -> bool:
+        """Whether `worker_id` holds this attempt, deciding it when the message is the first word
+        of the attempt. One worker's messages can be handled out of order (an orchestrator
+        handles many at once, and several orchestrators share the queue), so results or a finish
+        that overtook their start imply it. A message that has no claim is answered with a stop."""
+        if step is None:
+            return False
+        if step.status is StepStatus.QUEUED and step.attempt == attempt:
+            if change.run.status is RunStatus.CANCELLING:
+                change.cancel(step, "run cancelled")
+                change.tell_stop(change.run.id, step.id, attempt, worker_id, "cancelled")
+                change.advance()
+                return False
+            change.start(step, worker_id)
+            log.info(
+                "step started",
+                extra={
+                    "action": "step.started",
+                    "run_id": str(change.run.id),
+                    "step_id": str(step.id),
+                    "attempt": step.attempt,
+                    "worker_id": worker_id,
+                },
+            )
+            return True
+        if step.attempt == attempt and step.worker_id == worker_id:
+            # This worker's own attempt: still running, or already settled (a late duplicate).
+            return step.status is StepStatus.RUNNING
+        # One worker per attempt: any other, or an attempt that was given up on, is told to stop.
+        log.info(
+            "fenced a worker",
+            extra={
+                "action": "step.fenced",
+                "run_id": str(change.run.id),
+                "step_id": str(step.id),
+                "attempt": attempt,
+                "worker_id": worker_id,
+                "step_status": str(step.status),
+            },
         )
+        change.tell_stop(change.run.id, step.id, attempt, worker_id, "fenced")
+        return False
 
     async def started(self, event: WorkerStarted) -> None:
         async def decide(change: Change, _: Conn) -> None:
-            step = change.by_id.get(event.step_id)
-            if step is None:
-                return
-            if step.status is StepStatus.QUEUED and step.attempt == event.attempt:
-                if change.run.status is RunStatus.CANCELLING:
-                    change.cancel(step, "run cancelled")
-                    change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "cancelled")
-                    change.advance()
-                    return
-                change.start(step, event.worker_id)
-                log.info(
-                    "step started",
-                    extra={
-                        "action": "step.started",
-                        "run_id": str(change.run.id),
-                        "step_id": str(step.id),
-                        "attempt": step.attempt,
-                        "worker_id": event.worker_id,
-                    },
-                )
-                return
-            if self._accepted(step, event.attempt, event.worker_id):
-                return  # a duplicate of the start we accepted
-            # One worker per attempt: any other is told to stop.
-            log.info(
-                "fenced a worker",
-                extra={
-                    "action": "step.fenced",
-                    "run_id": str(change.run.id),
-                    "step_id": str(step.id),
-                    "attempt": event.attempt,
-                    "worker_id": event.worker_id,
-                    "step_status": str(step.status),
-                },
-            )
-            change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "fenced")
+            self._holds(change, change.by_id.get(event.step_id), event.attempt, event.worker_id)
 
         await self.in_run(event.run_id, decide)
 
     async def results(self, event: WorkerResults) -> None:
         async def decide(change: Change, conn: Conn) -> None:
             step = change.by_id.get(event.step_id)
-            if step is None or not self._accepted(step, event.attempt, event.worker_id):
-                if step is not None and step.status not in (StepStatus.QUEUED,):
-                    change.tell_stop(change.run.id, step.id, event.attempt, event.worker_id, "fenced")
+            if step is None or not self._holds(change, step, event.attempt, event.worker_id):
                 return
             rows = await self.repo.insert_results(conn, change.run.id, step.id, step.attempt, event.results)
             counts = dict(step.test_counts)
@@ -173,10 +170,11 @@ class Engine:
     async def finished(self, event: WorkerFinished) -> None:
         async def decide(change: Change, _: Conn) -> None:
             step = change.by_id.get(event.step_id)
-            if step is None or not self._accepted(step, event.attempt, event.worker_id):
+            if step is None or not self._holds(change, step, event.attempt, event.worker_id):
                 return
             if event.results_count > step.results_stored:
-                # The finish overtook some of its results (another orchestrator holds them): wait.
+                # The finish overtook some of its results: it waits for them (or for the
+                # reconciler, which releases a finish held too long).
                 step.held_finish = event.model_dump(mode="json")
                 step.held_finish_at = change.now
                 step.dirty = True

@@ -1,0 +1,140 @@
+"""The engine against real Postgres, fed one worker's messages in every order they can arrive in.
+
+An orchestrator handles many messages at once and several orchestrators share the queue, so a
+worker's `started`, `results` and `finished` reach the engine in any order. Whatever the order, the
+attempt ends as the worker reported it, with its results, and the worker is never fenced off its
+own attempt.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from gateway import writes
+from gateway.repository import GatewayRepository
+from orchestrator.change import Change
+from orchestrator.engine import Engine
+from orchestrator.repository import Repository
+from orchestrator.state import StepState
+from shared import amqp, apikeys
+from shared.amqp import Broker
+from shared.messages import ReportedResult, WorkerFinished, WorkerResults, WorkerStarted
+from shared.models.api import TriggerRequest
+from shared.outbox import OutboxPublisher
+from shared.settings import Settings
+from shared.states import RunStatus, StepStatus
+
+WORKER = "worker-a"
+
+
+async def queued_step(pool: asyncpg.Pool, settings: Settings, engine: Engine, **step: object) -> StepState:
+    request = TriggerRequest.model_validate(
+        {
+            "model": {"name": "iris-classifier", "version": "1.4.0"},
+            "steps": [{"name": "evaluate", "kind": "synthetic", "params": {}, **step}],
+        }
+    )
+    await apikeys.create_key(pool, "acme", ["runs:write"])  # creates the tenant
+    # Never connected: the outbox rows stay in Postgres, which is all the engine needs.
+    publisher = OutboxPublisher(pool, Broker(settings.amqp_url, name="test"))
+    triggered = await writes.trigger(
+        GatewayRepository(pool),
+        publisher,
+        tenant_id="acme",
+        request=request,
+        idempotency_key=None,
+        request_hash=b"",
+    )
+    run_id: UUID = triggered.run["id"]
+    await engine.advance(run_id)
+    (state,) = await steps_of(engine, run_id)
+    assert state.status is StepStatus.QUEUED and state.attempt == 1
+    return state
+
+
+async def steps_of(engine: Engine, run_id: UUID) -> list[StepState]:
+    async with engine.repo.pool.acquire() as conn, conn.transaction():
+        snapshot = await engine.repo.lock(conn, run_id)
+    assert snapshot is not None
+    return snapshot[1]
+
+
+def stops(changes: list[Change]) -> list[str]:
+    return [m.routing_key for c in changes for m in c.messages if m.exchange == amqp.CONTROL]
+
+
+ORDERS = list(itertools.permutations(["started", "results", "finished"]))
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["-".join(o) for o in ORDERS])
+async def test_any_order_of_one_workers_messages_ends_the_attempt_as_reported(
+    pool: asyncpg.Pool, settings: Settings, order: tuple[str, ...]
+) -> None:
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    step = await queued_step(pool, settings, engine, allow_test_failures=True)
+    ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1, "worker_id": WORKER}
+    results = [
+        ReportedResult(seq=0, name="accuracy >= 0.9", status="failed"),
+        ReportedResult(seq=1, name="f1 >= 0.8", status="passed"),
+    ]
+    handlers: dict[str, Callable[[], Awaitable[None]]] = {
+        "started": lambda: engine.started(WorkerStarted(**ref)),
+        "results": lambda: engine.results(WorkerResults(**ref, results=results)),
+        "finished": lambda: engine.finished(
+            WorkerFinished(**ref, outcome="succeeded", outputs={"accuracy": 0.81}, results_count=2)
+        ),
+    }
+    for name in order:
+        await handlers[name]()
+
+    (done,) = await steps_of(engine, step.run_id)
+    assert done.status is StepStatus.SUCCEEDED, (done.status, done.error)
+    assert done.worker_id == WORKER and done.attempt == 1
+    assert done.outputs == {"accuracy": 0.81}
+    assert done.results_stored == 2
+    assert done.test_counts["failed"] == 1 and done.test_counts["passed"] == 1
+    assert stops(changes) == [], "the worker was fenced off its own attempt"
+
+
+async def test_a_duplicate_start_after_the_end_is_ignored_and_another_worker_is_fenced(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    step = await queued_step(pool, settings, engine)
+    ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1}
+    await engine.finished(WorkerFinished(**ref, worker_id=WORKER, outcome="succeeded"))
+    await engine.started(WorkerStarted(**ref, worker_id=WORKER))
+    assert stops(changes) == []
+    await engine.started(WorkerStarted(**ref, worker_id="worker-b"))
+    assert stops(changes) == [amqp.control_key("worker-b")]
+    (done,) = await steps_of(engine, step.run_id)
+    assert done.status is StepStatus.SUCCEEDED and done.worker_id == WORKER
+
+
+async def test_results_that_overtook_their_start_in_a_cancelling_run_stop_the_worker(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    step = await queued_step(pool, settings, engine)
+    await writes.cancel(
+        GatewayRepository(pool),
+        OutboxPublisher(pool, Broker(settings.amqp_url, name="test")),
+        tenant_id="acme",
+        run_id=step.run_id,
+    )
+    ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1, "worker_id": WORKER}
+    await engine.results(WorkerResults(**ref, results=[ReportedResult(seq=0, name="t", status="passed")]))
+    assert stops(changes) == [amqp.control_key(WORKER)]
+    (done,) = await steps_of(engine, step.run_id)
+    assert done.status is StepStatus.CANCELLED and done.results_stored == 0
+    async with pool.acquire() as conn, conn.transaction():
+        snapshot = await engine.repo.lock(conn, step.run_id)
+    assert snapshot is not None and snapshot[0].status is RunStatus.CANCELLED
