@@ -1,0 +1,157 @@
+"""What every request goes through: a request id, problem details for every error, and on the API
+paths the checks in their contract order: authentication (401), rate limit (429), scope (403).
+The handler then answers 400/404 itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from gateway import problems
+from gateway.auth import Unauthenticated
+from gateway.context import (
+    AUTHENTICATOR,
+    METRICS,
+    PRINCIPAL,
+    RATE_DECISION,
+    RATE_LIMITER,
+    REQUEST_ID,
+    STARTED,
+)
+from gateway.problems import ApiProblem
+from gateway.routes import TRIGGER, is_api_path, operation_of, route_template
+from shared.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+_DETAILS: dict[int, str] = {
+    404: "no such resource",
+    413: "the request body is larger than 1 MiB",
+}
+
+
+def request_id_of(request: web.Request) -> str:
+    found = request.get(REQUEST_ID)
+    if found is None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        found = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        request[REQUEST_ID] = found
+    return found
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    code = problems.code_for_status(exc.status)
+    headers: dict[str, str] = {}
+    if exc.status == 405:
+        allow = exc.headers.get(hdrs.ALLOW)
+        if allow:
+            headers[hdrs.ALLOW] = allow
+        detail = f"{request.method} is not allowed here"
+    else:
+        detail = _DETAILS.get(exc.status, exc.reason)
+    return problems.response(
+        code, detail, status=exc.status, request_id=request_id_of(request), headers=headers
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[STARTED] = time.perf_counter()
+    request_id = request_id_of(request)
+    try:
+        return await handler(request)
+    except ApiProblem as problem:
+        return problems.response(
+            problem.code,
+            problem.detail,
+            request_id=request_id,
+            errors=problem.errors,
+            headers=problem.headers,
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(request, exc)
+    except DatabaseUnavailable as exc:
+        log.warning(
+            "postgres unavailable",
+            extra={
+                "action": "http.unavailable",
+                "request_id": request_id,
+                "path": request.path,
+                "error": repr(exc),
+            },
+        )
+        return problems.response(
+            "unavailable",
+            "the database is unavailable; try again shortly",
+            request_id=request_id,
+            headers={hdrs.RETRY_AFTER: "1"},
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception(
+            "request failed",
+            extra={"action": "http.internal", "request_id": request_id, "path": request.path},
+        )
+        return problems.response(
+            "internal", "an internal error occurred; quote the request id", request_id=request_id
+        )
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not is_api_path(request.path):
+        return await handler(request)
+    app = request.app
+    try:
+        principal = await app[AUTHENTICATOR].authenticate(request.headers.get(hdrs.AUTHORIZATION))
+    except Unauthenticated as exc:
+        app[METRICS].auth_failures.inc()
+        raise ApiProblem(
+            "unauthorized",
+            "a valid API key is needed: Authorization: Bearer <api key>",
+            headers={hdrs.WWW_AUTHENTICATE: "Bearer"},
+        ) from exc
+    request[PRINCIPAL] = principal
+    operation = operation_of(request)
+    decision = app[RATE_LIMITER].check(
+        principal.key_prefix, trigger=operation is not None and operation.operation_id == TRIGGER
+    )
+    request[RATE_DECISION] = decision
+    if not decision.allowed:
+        app[METRICS].rate_limited.labels(decision.policy.name).inc()
+        raise ApiProblem(
+            "rate_limited",
+            f"rate limit {decision.policy.name!r} exceeded; retry in {decision.retry_after} s",
+            headers={hdrs.RETRY_AFTER: str(decision.retry_after)},
+        )
+    if operation is not None and operation.scope not in principal.scopes:
+        raise ApiProblem("forbidden", f"this API key lacks the scope {operation.scope!r}")
+    return await handler(request)
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every answer carries, set as its headers go out (event streams included)."""
+    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
+    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    decision = request.get(RATE_DECISION)
+    if decision is not None:
+        response.headers.update(decision.headers())
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        route = route_template(request)
+        metrics.requests.labels(request.method, route, str(response.status)).inc()
+        started = request.get(STARTED)
+        if started is not None:
+            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
