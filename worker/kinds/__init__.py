@@ -1,0 +1,1 @@
+"""The built-in step kinds' executors: `async def run(ctx: StepContext, params) -> dict`."""
