@@ -1,0 +1,122 @@
+"""The CLI's own logic: settings errors as one line and exit 2, the demo's settings and pipeline,
+and the rendering of data that looks like markup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from shared import cli
+from shared.settings import Settings, load_settings
+
+MODELRUNS = Path(sys.executable).with_name("modelruns")
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELRUNS_")}
+    return subprocess.run(
+        [str(MODELRUNS), *args], env={**base, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_bad_setting_is_one_line_and_exit_2() -> None:
+    done = run_cli("runs", "list", env={"MODELRUNS_HTTP_PORT": "eighty"})
+    assert done.returncode == cli.EXIT_CONFIG
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: invalid settings: MODELRUNS_HTTP_PORT:")
+    unknown = run_cli("runs", "list", env={"MODELRUNS_BOGUS": "1"})
+    assert (unknown.returncode, unknown.stderr) == (2, "error: unknown setting(s): MODELRUNS_BOGUS\n")
+
+
+def test_help_works_whatever_the_environment() -> None:
+    done = run_cli("--help", env={"MODELRUNS_BOGUS": "1"})
+    assert done.returncode == 0
+    assert "runs" in done.stdout
+
+
+def test_client_commands_need_a_key() -> None:
+    done = run_cli("runs", "get", "x", env={"MODELRUNS_URL": "http://127.0.0.1:9"})
+    assert done.returncode == cli.EXIT_CONFIG
+    assert "MODELRUNS_API_KEY" in done.stderr
+
+
+def test_an_unreachable_api_is_exit_3() -> None:
+    done = run_cli("runs", "get", "x", env={"MODELRUNS_URL": "http://127.0.0.1:9", "MODELRUNS_API_KEY": "k"})
+    assert done.returncode == cli.EXIT_UNREACHABLE
+    assert done.stderr.startswith("error: cannot reach the API at http://127.0.0.1:9")
+
+
+def test_worker_overrides_are_validated() -> None:
+    settings = Settings()
+    assert cli.override(settings, worker_pools=("gpu", "cpu")).worker_pools == ("gpu", "cpu")
+    assert cli.override(settings, worker_concurrency=None) is settings
+    with pytest.raises(cli.CliError) as bad:
+        cli.override(settings, worker_pools=("GPU!",))
+    assert bad.value.exit_code == cli.EXIT_CONFIG
+    assert "\n" not in str(bad.value)
+
+
+def test_demo_settings_allow_the_examples_on_a_free_port() -> None:
+    base = load_settings({"MODELRUNS_WORKER_PYTHON_ALLOW": "mycompany."})
+    settings = cli.demo_settings(base)
+    assert settings.worker_allow_commands is True
+    assert "examples." in settings.worker_python_allow and "mycompany." in settings.worker_python_allow
+    assert "default" in settings.worker_pools
+    assert settings.url == f"http://127.0.0.1:{settings.http_port}"
+    pinned = cli.demo_settings(load_settings({"MODELRUNS_HTTP_PORT": "18123"}))
+    assert pinned.http_port == 18123
+
+
+def test_up_gives_the_worker_the_ops_port_after_the_orchestrators() -> None:
+    settings = load_settings({"MODELRUNS_OPS_PORT": "9100"})
+    together = cli.Services(settings, ("gateway", "orchestrator", "worker"), asyncio.Event())
+    assert together.settings_for("orchestrator").ops_port == 9100
+    assert together.settings_for("worker").ops_port == 9101
+    alone = cli.Services(settings, ("worker",), asyncio.Event())
+    assert alone.settings_for("worker").ops_port == 9100
+    unset = cli.Services(load_settings({}), ("orchestrator", "worker"), asyncio.Event())
+    assert unset.settings_for("worker").ops_port is None
+
+
+def test_demo_pipeline_runs_its_commands_with_this_interpreter() -> None:
+    body = cli.demo_pipeline()
+    argvs = [s["params"]["argv"] for s in body["steps"] if s["kind"] == "command"]
+    assert argvs and all(argv[0] == sys.executable for argv in argvs)
+
+
+def test_names_that_look_like_markup_are_shown_as_they_are() -> None:
+    out = Console(width=200, record=True)
+    result = {
+        "attempt": 1,
+        "name": "recall[setosa] >= 0.8",
+        "status": "passed",
+        "duration_ms": None,
+        "message": "[bold]x[/bold]",
+        "metrics": {"recall": 0.5},
+    }
+    out.print(cli.results_table([result]))
+    text = out.export_text()
+    assert "recall[setosa] >= 0.8" in text
+    assert "[bold]x[/bold]" in text
+
+
+def test_durations_read_like_a_person_writes_them() -> None:
+    assert cli.format_seconds(1.24) == "1.2s"
+    assert cli.format_seconds(64) == "1m04s"
+    assert cli.format_seconds(3 * 3600 + 120) == "3h02m"
+    assert cli.duration("2026-12-02T05:22:51.000000Z", "2026-12-02T05:22:53.500000Z") == "2.5s"
+    assert cli.duration(None, None) == "-"
+
+
+def test_problem_bodies_become_one_line() -> None:
+    body = (
+        b'{"title": "Invalid request", "status": 400, "code": "validation_error", "detail": "bad\\n thing"}'
+    )
+    assert cli._problem_detail(400, body) == ("validation_error", "bad thing")
+    assert cli._problem_detail(502, b"<html>") == ("error", "HTTP 502")
