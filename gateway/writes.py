@@ -7,13 +7,14 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import orjson
 
 from gateway.repository import GatewayRepository, Record
 from shared import amqp, outbox
+from shared.db.pool import Conn
 from shared.events import SOURCE_GATEWAY, make_event, routing_key
 from shared.messages import RunCommand
 from shared.models.api import TriggerRequest, empty_test_counts, step_counts_of
@@ -59,6 +60,41 @@ async def _replay(
     if row is None:  # deleted since: the key went with it (ON DELETE CASCADE)
         raise IdempotencyKeyReused()
     return Triggered(row, created=False)
+
+
+async def _announce(
+    repo: GatewayRepository,
+    conn: Conn,
+    run: Record,
+    *,
+    runseq: int,
+    event: str,
+    command: Literal["trigger", "cancel"],
+) -> None:
+    """In the caller's transaction: the run's event in its log and on the results exchange, and the
+    command that hands the run to the orchestrator."""
+    body = make_event(
+        run_id=run["id"],
+        runseq=runseq,
+        entity="run",
+        event=event,
+        data=run_resource(run),
+        source=SOURCE_GATEWAY,
+        time=_now(),
+    )
+    await repo.insert_run_event(conn, run["id"], body)
+    await outbox.insert(
+        conn,
+        [
+            outbox.public(routing_key(run["tenant_id"], "run", event), body),
+            outbox.internal(
+                amqp.COMMANDS,
+                f"run.{command}",
+                RunCommand(command=command, run_id=run["id"]),
+                message_id=str(uuid4()),
+            ),
+        ],
+    )
 
 
 async def trigger(
@@ -119,28 +155,7 @@ async def trigger(
                 if found is None:  # the holder expired in between: vanishingly rare, ask again
                     raise IdempotencyKeyReused()
                 raise _Replay(found["run_id"], bytes(found["body_hash"]))
-            event = make_event(
-                run_id=run_id,
-                runseq=1,
-                entity="run",
-                event="queued",
-                data=run_resource(row),
-                source=SOURCE_GATEWAY,
-                time=_now(),
-            )
-            await repo.insert_run_event(conn, run_id, event)
-            await outbox.insert(
-                conn,
-                [
-                    outbox.public(routing_key(tenant_id, "run", "queued"), event),
-                    outbox.internal(
-                        amqp.COMMANDS,
-                        "run.trigger",
-                        RunCommand(command="trigger", run_id=run_id),
-                        message_id=str(uuid4()),
-                    ),
-                ],
-            )
+            await _announce(repo, conn, row, runseq=1, event="queued", command="trigger")
     except _Replay as replay:
         return await _replay(repo, tenant_id, replay.run_id, replay.body_hash, request_hash)
     publisher.wake()
@@ -179,27 +194,8 @@ async def cancel(
         updated = await repo.request_cancel(conn, run_id, target.value, [s.value for s in sources])
         if updated is None:  # impossible under the row lock; answer what is there
             return Cancelled(row, requested=False)
-        event = make_event(
-            run_id=run_id,
-            runseq=updated["last_runseq"],
-            entity="run",
-            event="cancelling",
-            data=run_resource(updated),
-            source=SOURCE_GATEWAY,
-            time=_now(),
-        )
-        await repo.insert_run_event(conn, run_id, event)
-        await outbox.insert(
-            conn,
-            [
-                outbox.public(routing_key(tenant_id, "run", "cancelling"), event),
-                outbox.internal(
-                    amqp.COMMANDS,
-                    "run.cancel",
-                    RunCommand(command="cancel", run_id=run_id),
-                    message_id=str(uuid4()),
-                ),
-            ],
+        await _announce(
+            repo, conn, updated, runseq=updated["last_runseq"], event="cancelling", command="cancel"
         )
     publisher.wake()
     log.info(
