@@ -23,7 +23,8 @@ from shared.settings import Settings
 
 ADMIN_URL = os.environ.get("MODELRUNS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("MODELRUNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-TEMPLATE = "modelruns_test_template"
+# One template per test session, so that two checkouts can run the suite side by side.
+TEMPLATE = f"modelruns_test_template_{uuid.uuid4().hex[:8]}"
 
 
 def _with_db(url: str, name: str) -> str:
@@ -41,19 +42,13 @@ def rabbitmqctl(*args: str) -> str:
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    async def build() -> None:
-        conn = await asyncpg.connect(ADMIN_URL)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        finally:
-            await conn.close()
-        await migrate.upgrade(_with_db(ADMIN_URL, TEMPLATE))
-
+    url = _with_db(ADMIN_URL, TEMPLATE)
     try:
-        asyncio.run(build())
+        asyncio.run(migrate.upgrade(url))
     except OSError as exc:
         pytest.fail(f"Postgres is not reachable at {ADMIN_URL}: {exc} (make test starts it)")
-    yield _with_db(ADMIN_URL, TEMPLATE)
+    yield url
+    asyncio.run(drop_database(url))
 
 
 async def create_database() -> str:
