@@ -12,11 +12,10 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
-from gateway import openapi
+from gateway import dashboard, openapi
 from gateway.auth import Authenticator, KeyCache, UsageRecorder
 from gateway.context import (
     AUTHENTICATOR,
@@ -46,7 +45,6 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 PAGE_TOKEN_SECRET_NAME = "page_token"
-UI_DIR = Path(__file__).parent / "ui"
 
 HANDLERS = {
     "listModelRuns": runs.list_runs,
@@ -114,14 +112,6 @@ async def _closing(app: web.Application) -> None:
     app[CLOSING].set()
 
 
-async def _ui_index(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(UI_DIR / "index.html")
-
-
-async def _ui_redirect(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPPermanentRedirect("/ui/")
-
-
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[problem_middleware, api_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
@@ -143,8 +133,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
     app.router.add_get("/openapi.json", ops.openapi)
-    if (UI_DIR / "index.html").is_file():
-        app.router.add_get("/ui", _ui_redirect)
-        app.router.add_get("/ui/", _ui_index)
-        app.router.add_static("/ui/", UI_DIR)
+    dashboard.add_routes(app)
     return app
