@@ -27,6 +27,7 @@ db: venv
 	$(BIN)/modelruns db upgrade
 
 test: venv services
+	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || echo "make test: the browser tests (tests/browser) need Chromium and fail without it: apt-get install chromium (.ci/run installs it)" >&2
 	$(BIN)/ruff check .
 	$(BIN)/mypy gateway orchestrator worker shared examples tests
 	$(WITH_SERVICES) $(BIN)/pytest -q

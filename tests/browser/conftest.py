@@ -17,7 +17,7 @@ from playwright.async_api import BrowserContext, async_playwright
 from tests.browser.pages import WIDE, Watched
 from tests.e2e import conftest as e2e
 
-CHROMIUM = Path(os.environ.get("MODELRUNS_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 NEEDS_CHROMIUM = (
     f"the browser tests (tests/browser) need Chromium at {CHROMIUM}: "
     "apt-get install chromium (.ci/run installs it when missing)"
@@ -40,14 +40,19 @@ session = e2e.session
 api = e2e.api
 
 
-@pytest.fixture(scope="module")
-async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
+@pytest.fixture(scope="session")
+def chromium() -> Path:
     if not CHROMIUM.is_file():
         pytest.fail(NEEDS_CHROMIUM)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             headless=True,
             args=ARGS,
             viewport=WIDE,

@@ -36,7 +36,7 @@ async def test_a_wrong_key_is_told_plainly_and_a_good_one_signs_in(
     assert keys["acme"] not in page.url
 
 
-async def test_a_run_is_watched_to_succeeded_without_a_reload(tab: Watched, stack: Stack, api: Api) -> None:
+async def test_a_run_and_the_runs_table_are_watched_to_succeeded_without_a_reload(tab: Watched, stack: Stack, api: Api) -> None:
     page = tab.page
     run = await api.trigger(
         body(
@@ -84,8 +84,15 @@ async def test_a_run_is_watched_to_succeeded_without_a_reload(tab: Watched, stac
     await expect(timeline).to_contain_text("run succeeded")
     await expect(page.locator(".facts")).to_contain_text("2 passed")
     await expect(page.locator(".labels")).to_contain_text("vision")
-    assert await page.evaluate("window.stillThisDocument") is True
     await screenshot(page, "run")
+
+    # Back to the table, where a new run appears and finishes by itself.
+    await page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="Runs").click()
+    second = await api.trigger(body(synthetic("smoke")))
+    row = page.locator(f"tr[data-run-id='{second['id']}']")
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(row.locator(".status")).to_have_text("succeeded", timeout=15_000)
+    assert await page.evaluate("window.stillThisDocument") is True
 
     await page.set_viewport_size(NARROW)
     assert await fits_width(page)
@@ -100,7 +107,12 @@ async def test_a_run_is_watched_to_succeeded_without_a_reload(tab: Watched, stac
 async def test_a_steps_failed_tests_come_first_and_filter(tab: Watched, stack: Stack, api: Api) -> None:
     page = tab.page
     results = [{"name": f"case {i:03d}", "status": "passed", "duration_ms": 1.5} for i in range(246)]
-    results[10] = {"name": "accuracy >= 0.9", "status": "failed", "message": "0.81 < 0.9", "metrics": {"accuracy": 0.81}}
+    results[10] = {
+        "name": "accuracy >= 0.9",
+        "status": "failed",
+        "message": "0.81 < 0.9",
+        "metrics": {"accuracy": 0.81},
+    }
     results[50] = {"name": "no nulls", "status": "error", "message": "column missing"}
     results[120] = {"name": "latency p99", "status": "failed", "message": "212 ms > 200 ms"}
     results[200] = {"name": "fairness", "status": "skipped"}
@@ -120,7 +132,7 @@ async def test_a_steps_failed_tests_come_first_and_filter(tab: Watched, stack: S
     await screenshot(page, "test-results")
 
     await page.get_by_role("button", name="Next →").click()
-    await expect(page.locator(".pager")).to_contain_text("results 101–200")
+    await expect(page.locator(".pager")).to_contain_text("results 101\u2013200")
     await page.get_by_role("button", name="Next →").click()
     await expect(rows).to_have_count(46)  # the rest of the passed ones, then the skipped one
     await expect(rows.last).to_have_attribute("data-status", "skipped")
@@ -141,7 +153,7 @@ async def test_a_running_run_is_cancelled_from_the_browser(
     run = await api.trigger(body(synthetic("train", duration_seconds=120)))
 
     async def running() -> bool:
-        return (await api.run(run["id"]))["status"] == "running"
+        return bool((await api.run(run["id"]))["status"] == "running")
 
     await eventually(running, timeout=15, what="the run to start")
 

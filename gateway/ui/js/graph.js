@@ -4,7 +4,7 @@
 import { elapsed, formatDuration, h, svg } from "./dom.js";
 
 const NODE_WIDTH = 200;
-const NODE_HEIGHT = 76;
+const NODE_HEIGHT = 92;
 const COLUMN_GAP = 56;
 const ROW_GAP = 16;
 

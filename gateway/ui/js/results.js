@@ -136,5 +136,5 @@ function row(result) {
 }
 
 function formatMetric(value) {
-  return typeof value === "number" && !Number.isInteger(value) ? value.toPrecision(4) : JSON.stringify(value);
+  return typeof value === "number" && !Number.isInteger(value) ? String(Number(value.toPrecision(4))) : JSON.stringify(value);
 }

@@ -11,6 +11,8 @@ const RANK = { queued: 0, running: 1, cancelling: 2, succeeded: 3, failed: 3, ca
 const STEP_STATUSES = ["pending", "queued", "running", "succeeded", "failed", "cancelled", "skipped"];
 const TEST_STATUSES = ["passed", "failed", "error", "skipped"];
 const MAX_TEST_ENTRIES = 500;
+// Events named for a move take the colour of where it leads.
+const COLOUR = { started: "running", retrying: "queued" };
 
 export async function showRun(main, { runId }, context) {
   const base = `/model-runs/${encodeURIComponent(runId)}`;
@@ -70,7 +72,7 @@ export async function showRun(main, { runId }, context) {
     h(
       "section",
       {},
-      h("div", { class: "heading" }, h("h2", {}, "Events"), h("label", { class: "filter" }, showTests, " show test results")),
+      h("div", { class: "heading" }, h("h2", {}, "Events, newest first"), h("label", { class: "filter" }, showTests, " show test results")),
       timeline,
     ),
   );
@@ -157,7 +159,7 @@ export async function showRun(main, { runId }, context) {
       { class: entity === "test_result" ? "test-result" : "", "data-type": event.type },
       h("time", { datetime: event.time, title: event.time }, new Date(event.time).toLocaleTimeString()),
       " ",
-      h("span", { class: `dot status-${status}`, "aria-hidden": "true" }),
+      h("span", { class: `dot status-${COLOUR[status] ?? status}`, "aria-hidden": "true" }),
       " ",
       label,
     );
@@ -166,11 +168,11 @@ export async function showRun(main, { runId }, context) {
       if (testEntries > MAX_TEST_ENTRIES) {
         testOverflow.hidden = false;
         testOverflow.textContent = `… and ${testEntries - MAX_TEST_ENTRIES} more test results: open the step to see them all.`;
-        timeline.append(testOverflow);
+        timeline.prepend(testOverflow);
         return;
       }
     }
-    timeline.append(entry);
+    timeline.prepend(entry);
   }
 
   async function cancel() {

@@ -9,7 +9,7 @@ const PAGE_SIZE = 25;
 // There is no stream of a tenant's runs, so the page being looked at is read again: often while
 // a run on it moves, rarely once all are finished.
 const ACTIVE_REFRESH_MS = 2000;
-const IDLE_REFRESH_MS = 10000;
+const IDLE_REFRESH_MS = 5000;
 
 export function showRuns(main, { query }, context) {
   const status = STATUSES.includes(query.get("status")) ? query.get("status") : "";
