@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from typing import Any
 
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from tests.browser.pages import NARROW, WIDE, Watched, fits_width, screenshot, sign_in
 from tests.e2e.conftest import Api, Stack
@@ -35,8 +38,13 @@ async def test_a_wrong_key_is_told_plainly_and_a_good_one_signs_in(
     assert await page.evaluate("sessionStorage.getItem('modelruns.apiKey')") == keys["acme"]
     assert keys["acme"] not in page.url
 
+    await page.goto(f"{stack.url}/ui/#/runs/00000000-0000-0000-0000-000000000000")
+    await expect(page.get_by_role("alert")).to_contain_text("Not found (404)")
 
-async def test_a_run_and_the_runs_table_are_watched_to_succeeded_without_a_reload(tab: Watched, stack: Stack, api: Api) -> None:
+
+async def test_a_run_and_the_runs_table_are_watched_to_succeeded_without_a_reload(
+    tab: Watched, stack: Stack, api: Api
+) -> None:
     page = tab.page
     run = await api.trigger(
         body(
@@ -176,3 +184,36 @@ async def test_a_running_run_is_cancelled_from_the_browser(
     await expect(page.locator(".node[data-step='train']")).to_have_attribute("data-status", "cancelled")
     await expect(page.locator("#timeline")).to_contain_text("run cancelled")
     await screenshot(page, "run-cancelled")
+
+
+async def test_a_rate_limit_answer_is_shown_and_waited_out(tab: Watched, stack: Stack, api: Api) -> None:
+    page = tab.page
+    await sign_in(page, stack.url, api.key)
+    asked: list[float] = []
+
+    # The gateway's own limits are set high for the suite; the page's next list call gets the
+    # answer a gateway gives over its limit, and the calls after it go through.
+    async def once_over_the_limit(route: Route) -> None:
+        asked.append(time.monotonic())
+        if len(asked) > 1:
+            await route.continue_()
+            return
+        problem = {
+            "code": "rate_limited",
+            "status": 429,
+            "detail": "rate limit 'default' exceeded; retry in 2 s",
+        }
+        await route.fulfill(
+            status=429,
+            headers={"Retry-After": "2", "Content-Type": "application/problem+json"},
+            body=json.dumps(problem),
+        )
+
+    await page.route(re.compile(r"/model-runs\?"), once_over_the_limit)
+    await page.locator("#status-filter").select_option("succeeded")
+    await expect(page.locator("#notice")).to_contain_text("Too many requests (429)")
+    await screenshot(page, "rate-limited")
+    await expect(page.locator("#notice")).to_be_hidden(timeout=10_000)
+    await expect(page.locator("table.runs tbody tr").first).to_be_visible()
+    assert len(asked) >= 2
+    assert asked[1] - asked[0] >= 1.9  # Retry-After was waited out

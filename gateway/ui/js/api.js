@@ -59,10 +59,14 @@ export function explain(error) {
 let blockedUntil = 0;
 const waitListeners = new Set();
 
-/** Called with (seconds) while requests wait for the rate limit, and with (0) when they go again. */
-export function onRateLimitWait(listener) {
+/** Called with what the page waits for (a rate limit, an outage), and with null once answers come. */
+export function onWait(listener) {
   waitListeners.add(listener);
   return () => waitListeners.delete(listener);
+}
+
+function waiting(message) {
+  for (const listener of waitListeners) listener(message);
 }
 
 export function sleep(ms, signal) {
@@ -100,7 +104,6 @@ async function failure(response) {
   const retryAfter = retryAfterOf(response);
   if (response.status === 429) {
     blockedUntil = Math.max(blockedUntil, Date.now() + retryAfter * 1000);
-    for (const listener of waitListeners) listener(retryAfter);
   }
   return new ApiError(response.status, problem, retryAfter, response.headers.get("X-Request-Id"));
 }
@@ -134,7 +137,7 @@ export async function call(method, path, options = {}) {
   const response = await send(method, path, options);
   if (!response.ok) throw await failure(response);
   const body = await response.json();
-  if (response.status !== 429) for (const listener of waitListeners) listener(0);
+  waiting(null);
   return body;
 }
 
@@ -147,7 +150,7 @@ export async function get(path, options = {}) {
       return await call("GET", path, options);
     } catch (error) {
       if (!(error instanceof ApiError) || !TRANSIENT.has(error.status)) throw error;
-      options.onWait?.(error);
+      waiting(explain(error));
       await sleep(error.retryAfter * 1000, options.signal);
     }
   }
@@ -166,6 +169,7 @@ export async function streamEvents(runId, { lastEventId, signal, onEvent }) {
     headers,
   });
   if (!response.ok) throw await failure(response);
+  waiting(null);
   const parser = new SseParser((message) => onEvent(JSON.parse(message.data)));
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   for (;;) {

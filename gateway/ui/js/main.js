@@ -1,7 +1,7 @@
 // The shell: the header, a live status line, and a hash router (#/runs, #/runs/ID,
 // #/runs/ID/steps/ID) so that no route needs the server and the key never enters a URL.
 
-import { ApiError, explain, onRateLimitWait, session } from "./api.js";
+import { ApiError, explain, onWait, session } from "./api.js";
 import { h, replace } from "./dom.js";
 import { showResults } from "./results.js";
 import { showRun } from "./run.js";
@@ -19,9 +19,7 @@ function setNotice(text) {
   replace(notice, text ?? "");
 }
 
-onRateLimitWait((seconds) =>
-  setNotice(seconds ? `Rate limit reached: the dashboard waits ${seconds} s before asking again.` : null),
-);
+onWait(setNotice);
 
 function parseRoute() {
   const hash = window.location.hash.replace(/^#/, "") || "/runs";
@@ -70,14 +68,20 @@ function route(message = null) {
       replace(where ?? main, h("p", { class: "error", role: "alert" }, explain(error)));
     },
   };
+  let shown;
   if (!session.key) {
-    showSignIn(main, { ...context, message, signedIn: () => route() });
+    shown = showSignIn(main, { ...context, message, signedIn: () => route() });
   } else {
     const found = parseRoute();
-    if (found) found.view(main, found.params, context);
+    if (found) shown = found.view(main, found.params, context);
     else replace(main, h("p", { class: "error", role: "alert" }, "There is no such page."));
   }
-  main.querySelector("h1")?.focus({ preventScroll: true });
+  // A new page's heading takes the focus, unless the page gave it to a field of its own.
+  Promise.resolve(shown).then(() => {
+    if (!controller.signal.aborted && !main.contains(document.activeElement)) {
+      main.querySelector("h1")?.focus({ preventScroll: true });
+    }
+  });
 }
 
 // The skip link moves focus only: following its #main would read as a route.

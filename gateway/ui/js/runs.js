@@ -43,6 +43,8 @@ export function showRuns(main, { query }, context) {
     h("nav", { class: "pager", "aria-label": "Pages of runs" }, newer, where, older),
   );
 
+  newer.disabled = older.disabled = true;
+  body.append(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "Loading…")));
   let nextToken = null;
   let wake = null; // ends the wait for the next refresh early, when the page is turned
 
