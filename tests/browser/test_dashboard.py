@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -10,7 +11,7 @@ from typing import Any
 from playwright.async_api import Route, expect
 
 from tests.browser.pages import NARROW, WIDE, Watched, fits_width, screenshot, sign_in
-from tests.e2e.conftest import Api, Stack
+from tests.e2e.conftest import Api, Stack, create_key
 from tests.waiting import eventually
 
 
@@ -32,6 +33,11 @@ async def test_a_wrong_key_is_told_plainly_and_a_good_one_signs_in(
     error = page.locator("#signin-error")
     await expect(error).to_contain_text("not accepted (401)")
     await screenshot(page, "sign-in-wrong-key")
+
+    writer = await asyncio.to_thread(create_key, stack.env, "acme", "runs:write")
+    await page.get_by_label("API key").fill(writer)
+    await page.keyboard.press("Enter")
+    await expect(error).to_contain_text("lacks the scope runs:read")
 
     await sign_in(page, stack.url, keys["acme"])
     await expect(page.locator("#account")).to_contain_text("read and write")
