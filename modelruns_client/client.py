@@ -7,7 +7,7 @@ import asyncio
 import builtins
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -244,7 +244,7 @@ class Client:
 
     async def list(
         self, *, status: RunStatus | str | None = None, page_size: int = 100, limit: int | None = None
-    ) -> AsyncIterator[Run]:
+    ) -> AsyncGenerator[Run, None]:
         """Every run (or `limit` of them), newest first, page after page."""
         token: str | None = None
         given = 0
@@ -277,7 +277,7 @@ class Client:
 
     async def test_results(
         self, run_id: str, step_id: str, *, status: TestStatus | str | None = None, page_size: int = 1000
-    ) -> AsyncIterator[TestResult]:
+    ) -> AsyncGenerator[TestResult, None]:
         """A step's test results of every attempt, in the order reported, page after page."""
         token: str | None = None
         while True:
@@ -290,7 +290,9 @@ class Client:
             if not token:
                 return
 
-    async def events(self, run_id: str, *, last_event_id: int | None = None) -> AsyncIterator[RunEvent]:
+    async def events(
+        self, run_id: str, *, last_event_id: int | None = None
+    ) -> AsyncGenerator[RunEvent, None]:
         """The run's events (GET /model-runs/{runId}/events): the stored ones from the first (or
         after `last_event_id`), then live ones, ending after the run's terminal event. A dropped
         or silent stream is reopened with Last-Event-ID, so no event is missed or repeated."""
@@ -305,7 +307,7 @@ class Client:
                     pass
             return await self.get(run_id)
 
-    async def _stream(self, run_id: str, last_event_id: int | None) -> AsyncGenerator[dict[str, Any]]:
+    async def _stream(self, run_id: str, last_event_id: int | None) -> AsyncGenerator[dict[str, Any], None]:
         """The stream's events as JSON objects, reopened after where it broke."""
         url = self.url + self._run_path(run_id, "events")
         timeout = aiohttp.ClientTimeout(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from modelruns_client import errors
 from shared import cli
 from shared.settings import Settings, load_settings
 
@@ -114,9 +115,14 @@ def test_durations_read_like_a_person_writes_them() -> None:
     assert cli.duration(None, None) == "-"
 
 
-def test_problem_bodies_become_one_line() -> None:
+def test_client_errors_become_one_line_and_an_exit_code() -> None:
     body = (
         b'{"title": "Invalid request", "status": 400, "code": "validation_error", "detail": "bad\\n thing"}'
     )
-    assert cli._problem_detail(400, body) == ("validation_error", "bad thing")
-    assert cli._problem_detail(502, b"<html>") == ("error", "HTTP 502")
+    refused = cli.cli_error(errors.api_error(400, body))
+    assert (str(refused), refused.exit_code) == ("400 validation_error: bad thing", cli.EXIT_FAILED)
+    unauthorized = cli.cli_error(errors.api_error(401, b'{"code": "unauthorized", "title": "t", "status": 401}'))
+    assert str(unauthorized).endswith("(check MODELRUNS_API_KEY)")
+    assert str(cli.cli_error(errors.api_error(502, b"<html>"))) == "502 error: HTTP 502"
+    unreachable = cli.cli_error(errors.TransportError("cannot reach the API at http://x: refused"))
+    assert unreachable.exit_code == cli.EXIT_UNREACHABLE
