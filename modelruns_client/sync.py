@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -18,7 +18,7 @@ from shared.states import RunStatus, TestStatus
 T = TypeVar("T")
 
 
-async def _next(items: AsyncIterator[T]) -> T:
+async def _next(items: AsyncGenerator[T, None]) -> T:
     return await anext(items)
 
 
@@ -68,7 +68,7 @@ class SyncClient:
             future.cancel()  # e.g. KeyboardInterrupt: the call must not go on behind the caller
             raise
 
-    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+    def _iterate(self, items: AsyncGenerator[T, None]) -> Generator[T, None, None]:
         try:
             while True:
                 try:
@@ -76,9 +76,8 @@ class SyncClient:
                 except StopAsyncIteration:
                     return
         finally:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None and not self._loop.is_closed():
-                self._run(aclose())
+            if not self._loop.is_closed():
+                self._run(items.aclose())
 
     def ready(self) -> bool:
         return self._run(self._client.ready())
@@ -107,7 +106,7 @@ class SyncClient:
 
     def list(
         self, *, status: RunStatus | str | None = None, page_size: int = 100, limit: int | None = None
-    ) -> Iterator[Run]:
+    ) -> Generator[Run, None, None]:
         return self._iterate(self._client.list(status=status, page_size=page_size, limit=limit))
 
     def test_results_page(
@@ -127,8 +126,8 @@ class SyncClient:
 
     def test_results(
         self, run_id: str, step_id: str, *, status: TestStatus | str | None = None, page_size: int = 1000
-    ) -> Iterator[TestResult]:
+    ) -> Generator[TestResult, None, None]:
         return self._iterate(self._client.test_results(run_id, step_id, status=status, page_size=page_size))
 
-    def events(self, run_id: str, *, last_event_id: int | None = None) -> Iterator[RunEvent]:
+    def events(self, run_id: str, *, last_event_id: int | None = None) -> Generator[RunEvent, None, None]:
         return self._iterate(self._client.events(run_id, last_event_id=last_event_id))
