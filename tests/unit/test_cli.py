@@ -121,7 +121,9 @@ def test_client_errors_become_one_line_and_an_exit_code() -> None:
     )
     refused = cli.cli_error(errors.api_error(400, body))
     assert (str(refused), refused.exit_code) == ("400 validation_error: bad thing", cli.EXIT_FAILED)
-    unauthorized = cli.cli_error(errors.api_error(401, b'{"code": "unauthorized", "title": "t", "status": 401}'))
+    unauthorized = cli.cli_error(
+        errors.api_error(401, b'{"code": "unauthorized", "title": "t", "status": 401}')
+    )
     assert str(unauthorized).endswith("(check MODELRUNS_API_KEY)")
     assert str(cli.cli_error(errors.api_error(502, b"<html>"))) == "502 error: HTTP 502"
     unreachable = cli.cli_error(errors.TransportError("cannot reach the API at http://x: refused"))
