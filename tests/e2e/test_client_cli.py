@@ -140,3 +140,22 @@ def test_a_config_file_and_one_line_errors(stack: Stack, keys: dict[str, str], t
     refused = modelruns("runs", "trigger", str(request), env=env)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: 403 forbidden:") and refused.stderr.count("\n") == 1
+
+
+def test_the_readmes_client_example_runs(stack: Stack, keys: dict[str, str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## The Python client", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", example],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MODELRUNS_")},
+            **client_env(stack, keys["acme"]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "modelruns.run.succeeded" in done.stdout and "404 not_found" in done.stdout
