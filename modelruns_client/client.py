@@ -52,8 +52,13 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _enum_value(value: str | None) -> str | None:
-    return None if value is None else str(getattr(value, "value", value))
+def _page_params(status: str | None, max_results: int, page_token: str | None) -> dict[str, str]:
+    params = {"max_results": str(max_results)}
+    if status is not None:
+        params["status"] = str(getattr(status, "value", status))
+    if page_token:
+        params["page_token"] = page_token
+    return params
 
 
 def _event_json(run_id: str, data: str) -> dict[str, Any]:
@@ -235,11 +240,7 @@ class Client:
     async def list_page(
         self, *, status: RunStatus | str | None = None, max_results: int = 100, page_token: str | None = None
     ) -> RunList:
-        params = {"max_results": str(max_results)}
-        if status is not None:
-            params["status"] = str(_enum_value(status))
-        if page_token:
-            params["page_token"] = page_token
+        params = _page_params(status, max_results, page_token)
         return await self._call(RunList, "GET", "/model-runs", params=params)
 
     async def list(
@@ -267,12 +268,8 @@ class Client:
         max_results: int = 1000,
         page_token: str | None = None,
     ) -> TestResultList:
-        params = {"max_results": str(max_results)}
-        if status is not None:
-            params["status"] = str(_enum_value(status))
-        if page_token:
-            params["page_token"] = page_token
         path = self._run_path(run_id, "steps", step_id, "test-results")
+        params = _page_params(status, max_results, page_token)
         return await self._call(TestResultList, "GET", path, params=params)
 
     async def test_results(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -69,3 +70,12 @@ class TcpProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
+
+
+async def in_front_of(url: str, default_port: int) -> tuple[TcpProxy, str]:
+    """A started proxy to the service at `url`, and the same URL through it."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    port = await proxy.start()
+    user = f"{parts.username}@" if parts.username else ""
+    return proxy, urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))

@@ -8,7 +8,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -43,7 +42,7 @@ from tests.integration.gateway_helpers import (
     running_gateway,
     trigger_body,
 )
-from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.tcp_proxy import TcpProxy, in_front_of
 
 EVENTS = queries.load("tests.integration", "client_fixtures.sql")
 # Quick retries: the tests bound what happens, not how long the backoff is.
@@ -160,10 +159,8 @@ async def test_429_is_retried_after_retry_after(db_url: str, pool: asyncpg.Pool)
 
 
 async def test_503_is_retried_until_the_gateway_recovers(db_url: str, pool: asyncpg.Pool) -> None:
-    parts = urlsplit(db_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    port = await proxy.start()
-    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+    proxy, proxied = await in_front_of(db_url, 5432)
+    port = proxy.port
     async with running_gateway(broker_down_settings(proxied, api_key_cache_seconds=0), pool) as gw:
         retries = Retries()
         patient = Retry(attempts=50, backoff=0.05, max_backoff=0.2)
