@@ -153,11 +153,15 @@ class Client:
             return error.status in RETRY_STATUSES
         return isinstance(error, TransportError)
 
-    async def _backoff(self, error: ClientError, failures: int, retry: Retry) -> None:
-        """Sleep before the next try, or raise `error` when the policy gives up."""
+    async def _backoff(
+        self, error: ClientError, failures: int, retry: Retry, wait_hint: float | None = None
+    ) -> None:
+        """Sleep before the next try, or raise `error` when the policy gives up. The server's
+        Retry-After comes first, then `wait_hint` (an event stream's `retry:` field)."""
         if not self._retryable(error):
             raise error
-        delay = retry.delay(failures, error.retry_after if isinstance(error, ApiError) else None)
+        asked = error.retry_after if isinstance(error, ApiError) else None
+        delay = retry.delay(failures, asked if asked is not None else wait_hint)
         if delay is None:
             raise error
         if self.on_retry is not None:
@@ -312,6 +316,7 @@ class Client:
         )
         cursor = last_event_id
         failures = 0
+        server_retry: float | None = None  # the latest `retry:` the stream sent, in seconds
         while True:
             headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
             if cursor is not None:
@@ -329,7 +334,10 @@ class Client:
                         )
                     parser = SseParser()
                     async for chunk in response.content.iter_any():
-                        for message in parser.feed(chunk):
+                        messages = parser.feed(chunk)
+                        if parser.retry_ms is not None:
+                            server_retry = parser.retry_ms / 1000
+                        for message in messages:
                             event = _event_json(run_id, message.data)
                             cursor = event["runseq"]
                             received += 1
@@ -348,4 +356,4 @@ class Client:
                     return
                 error = TransportError(f"the event stream of run {run_id} ended before the run did")
             failures = failures + 1 if received == 0 else 1
-            await self._backoff(error, failures, self.retry)
+            await self._backoff(error, failures, self.retry, server_retry)

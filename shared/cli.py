@@ -289,7 +289,9 @@ def serve_command(ctx: typer.Context, names: Sequence[str], settings: Settings |
 # The API client: modelruns_client, configured like the rest of the CLI
 
 CLI_AGENT = "modelruns-cli"
-# A watch rides out an unreachable or failing API (a gateway restart) for about 30 s.
+# One command tries a little more than once (a person is waiting); a watch rides out an
+# unreachable or failing API (a gateway restart) for about 30 s.
+COMMAND_RETRY = Retry(attempts=3)
 WATCH_RETRY = Retry(attempts=12, max_backoff=4.0)
 
 
@@ -307,7 +309,7 @@ def client_of(settings: Settings, api_key: str | None = None, *, retry: Retry | 
             raise CliError(
                 "MODELRUNS_API_KEY is not set (create a key with `modelruns api-keys create`)", EXIT_CONFIG
             )
-        return Client(config.url, config.api_key, retry=retry, user_agent=CLI_AGENT)
+        return Client(config.url, config.api_key, retry=retry or COMMAND_RETRY, user_agent=CLI_AGENT)
     except ConfigurationError as exc:
         raise CliError(one_line(exc), EXIT_CONFIG) from exc
 

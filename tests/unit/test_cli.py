@@ -47,6 +47,15 @@ def test_client_commands_need_a_key() -> None:
     assert "MODELRUNS_API_KEY" in done.stderr
 
 
+def test_a_bad_client_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = run_cli("runs", "list", env={"MODELRUNS_CONFIG": str(tmp_path / "none.toml")})
+    assert (missing.returncode, missing.stderr.count("\n")) == (cli.EXIT_CONFIG, 1)
+    assert "does not exist" in missing.stderr
+    bad_url = run_cli("runs", "list", env={"MODELRUNS_URL": "ftp://x", "MODELRUNS_API_KEY": "k"})
+    assert bad_url.returncode == cli.EXIT_CONFIG
+    assert bad_url.stderr.startswith("error: not a usable API URL: 'ftp://x'")
+
+
 def test_an_unreachable_api_is_exit_3() -> None:
     done = run_cli("runs", "get", "x", env={"MODELRUNS_URL": "http://127.0.0.1:9", "MODELRUNS_API_KEY": "k"})
     assert done.returncode == cli.EXIT_UNREACHABLE
