@@ -97,8 +97,10 @@ class Client:
         self.timeout = timeout
         self.stream_idle_timeout = stream_idle_timeout
         self.on_retry = on_retry
-        self._api_key = api_key
-        self._user_agent = user_agent
+        # Sent with every request rather than set on the session, which may be the caller's.
+        self._headers = {"Accept": "application/json", "User-Agent": user_agent}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
         self._session = session
         self._own_session = session is None
 
@@ -129,12 +131,7 @@ class Client:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            headers = {"Accept": "application/json", "User-Agent": self._user_agent}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            self._session = aiohttp.ClientSession(
-                headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
-            )
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
     # -- the wire ---------------------------------------------------------------------------
@@ -179,7 +176,7 @@ class Client:
         retry: Retry | None = None,
     ) -> bytes:
         policy = retry or self.retry
-        send_headers = dict(headers or {})
+        send_headers = {**self._headers, **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
@@ -189,7 +186,12 @@ class Client:
             error: ClientError
             try:
                 async with self._http().request(
-                    method, self.url + path, params=params, data=data, headers=send_headers
+                    method,
+                    self.url + path,
+                    params=params,
+                    data=data,
+                    headers=send_headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
                 ) as response:
                     raw = await response.read()
                     if response.status < 400:
@@ -318,7 +320,7 @@ class Client:
         failures = 0
         server_retry: float | None = None  # the latest `retry:` the stream sent, in seconds
         while True:
-            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            headers = {**self._headers, "Accept": "text/event-stream", "Cache-Control": "no-cache"}
             if cursor is not None:
                 headers["Last-Event-ID"] = str(cursor)
             received = 0

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -93,6 +94,11 @@ async def test_answers_are_the_apis_models(gw: Gateway, client: Client) -> None:
     assert cancelled.id == run.id and cancelled.cancel_requested_at is not None
     # A plain JSON body goes as it is.
     assert (await client.trigger(trigger_body("x"))).model.name == "iris-classifier"
+    # On the caller's own session, which the client leaves open.
+    async with aiohttp.ClientSession() as session:
+        async with Client(url_of(gw), gw.key, session=session) as borrowed:
+            assert (await borrowed.get(run.id)).id == run.id
+        assert not session.closed
 
 
 async def test_lists_walk_every_page(gw: Gateway, client: Client) -> None:
