@@ -604,7 +604,8 @@ async def watch_run(
         try:
             async with contextlib.aclosing(client.events(run_id)) as events:
                 async for event in events:
-                    view.apply(event)
+                    if with_results or event.entity != "test_result":
+                        view.apply(event)
             # The stream ended after the terminal event: the run and its steps as they ended.
             view.run = dump(await client.get(run_id))
             view.steps.update((step.id, dump(step)) for step in await client.steps(run_id))
