@@ -169,7 +169,7 @@ async def test_503_is_retried_until_the_gateway_recovers(db_url: str, pool: asyn
     port = proxy.port
     async with running_gateway(broker_down_settings(proxied, api_key_cache_seconds=0), pool) as gw:
         retries = Retries()
-        patient = Retry(attempts=50, backoff=0.05, max_backoff=0.2)
+        patient = Retry(attempts=150, backoff=0.05, max_backoff=0.2)
         async with Client(url_of(gw), gw.key, retry=patient, on_retry=retries) as client:
             run = await client.trigger(trigger_body())
             await proxy.stop()
