@@ -102,18 +102,18 @@ def problem_of(status: int, raw: bytes, reason: str | None = None) -> Problem:
     except ValueError:
         body = None
     if isinstance(body, Mapping):
-        try:
-            return Problem.model_validate(
-                {
-                    "type": "about:blank",
-                    "title": reason or f"HTTP {status}",
-                    "status": status,
-                    "code": "error",
-                    **body,
-                }
-            )
-        except ValidationError:
-            pass
+        defaults = {
+            "type": "about:blank",
+            "title": reason or f"HTTP {status}",
+            "status": status,
+            "code": "error",
+        }
+        # A malformed `errors` list costs the pointers, not the code and detail.
+        for fields in (body, {k: v for k, v in body.items() if k != "errors"}):
+            try:
+                return Problem.model_validate({**defaults, **fields})
+            except ValidationError:
+                continue
     return Problem(type="about:blank", title=reason or f"HTTP {status}", status=status, code="error")
 
 

@@ -115,6 +115,7 @@ def test_events_give_their_resource() -> None:
         (502, b"<html>bad gateway</html>", errors.ServerError, "error"),
         (503, b'{"code": "unavailable"}', errors.ServiceUnavailable, "unavailable"),
         (504, b'{"code": 7}', errors.ServerError, "error"),
+        (400, b'{"code": "validation_error", "errors": ["not", "pointers"]}', errors.BadRequest, "validation_error"),
     ],
 )  # fmt: skip
 def test_errors_are_typed_by_code_then_status(status: int, body: bytes, cls: type, code: str) -> None:
