@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,22 +27,22 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import quote
 
-import aiohttp
 import orjson
 import typer
 import uvloop
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from shared import jsonutil, logs
+from modelruns_client import Client, ClientError, Retry, RunEvent, TransportError, Unauthorized, load_config
+from shared import logs
 from shared.errors import ConfigurationError, ModelRunsError
+from shared.models.api import empty_test_counts
 from shared.settings import Settings, load_settings
-from shared.states import TERMINAL_RUN, RunStatus, TestStatus
+from shared.states import RunStatus, TestStatus
 
 log = logging.getLogger("modelruns.cli")
 T = TypeVar("T")
@@ -56,9 +57,7 @@ SERVICE_MODULES = {
     "orchestrator": "orchestrator.service",
     "worker": "worker.service",
 }
-POLL_SECONDS = 0.5
-# How long a watch rides out an unreachable or failing API (a gateway restart) before giving up.
-WATCH_OUTAGE_SECONDS = 30.0
+REDRAW_SECONDS = 0.5
 DEMO_TENANT = "demo"
 DEMO_PIPELINE = "iris-pipeline.json"
 DEMO_TIMEOUT_SECONDS = 300.0
@@ -84,20 +83,6 @@ class CliError(ModelRunsError):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class ApiError(CliError):
-    """The API answered with a problem."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-
-
-class Unreachable(CliError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, EXIT_UNREACHABLE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,151 +286,47 @@ def serve_command(ctx: typer.Context, names: Sequence[str], settings: Settings |
 
 
 # ---------------------------------------------------------------------------------------------
-# The HTTP client
+# The API client: modelruns_client, configured like the rest of the CLI
+
+CLI_AGENT = "modelruns-cli"
+# One command tries a little more than once (a person is waiting); a watch rides out an
+# unreachable or failing API (a gateway restart) for about 30 s.
+COMMAND_RETRY = Retry(attempts=3)
+WATCH_RETRY = Retry(attempts=12, max_backoff=4.0)
 
 
-def _problem_detail(status: int, raw: bytes) -> tuple[str, str]:
+def client_of(settings: Settings, api_key: str | None = None, *, retry: Retry | None = None) -> Client:
+    """A client on MODELRUNS_URL and MODELRUNS_API_KEY, else on the config file's values."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict):
-        code = str(body.get("code") or "error")
-        detail = str(body.get("detail") or body.get("title") or "")
-        return code, " ".join(detail.split()) or f"HTTP {status}"
-    return "error", f"HTTP {status}"
-
-
-class ApiClient:
-    """The modelruns HTTP API, one call per method; failures raise ApiError or Unreachable."""
-
-    def __init__(self, base_url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> ApiClient:
-        headers = {"Accept": "application/json", "User-Agent": "modelruns-cli"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        if self._session is None:
-            raise RuntimeError("use ApiClient in `async with`")
-        send_headers = dict(headers or {})
-        data = None
-        if body is not None:
-            data = jsonutil.dumps(body)
-            send_headers["Content-Type"] = "application/json"
-        try:
-            async with self._session.request(
-                method, self.base_url + path, params=params, data=data, headers=send_headers
-            ) as response:
-                return response.status, await response.read()
-        except aiohttp.InvalidURL as exc:
-            raise CliError(f"MODELRUNS_URL is not a usable URL: {self.base_url!r}", EXIT_CONFIG) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = one_line(exc) if str(exc) else "timed out"
-            raise Unreachable(f"cannot reach the API at {self.base_url}: {reason}") from exc
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        if not self._api_key:
+        config = load_config(
+            url=settings.url if "url" in settings.model_fields_set else None,
+            api_key=api_key or (settings.api_key.get_secret_value() if settings.api_key else None),
+            environ={"XDG_CONFIG_HOME": xdg} if xdg else {},
+            path=settings.config,
+        )
+        if not config.api_key:
             raise CliError(
                 "MODELRUNS_API_KEY is not set (create a key with `modelruns api-keys create`)", EXIT_CONFIG
             )
-        status, raw = await self._call(method, path, **kwargs)
-        if status >= 400:
-            code, detail = _problem_detail(status, raw)
-            if status == 401:
-                detail += " (check MODELRUNS_API_KEY)"
-            raise ApiError(status, code, detail)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(
-                status, "invalid_response", "the API answered with something that is not JSON"
-            ) from exc
-        if not isinstance(body, dict):
-            raise ApiError(status, "invalid_response", "the API answered with JSON that is not an object")
-        return body
-
-    async def ready(self) -> bool:
-        with contextlib.suppress(Unreachable):
-            status, _ = await self._call("GET", "/readyz")
-            return status == 200
-        return False
-
-    @staticmethod
-    def _run_path(run_id: str, *rest: str) -> str:
-        return "/model-runs/" + "/".join(quote(part, safe="") for part in (run_id, *rest))
-
-    async def trigger(self, body: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return await self.request("POST", "/model-runs", body=body, headers=headers)
-
-    async def list_runs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = []
-        token: str | None = None
-        while len(runs) < limit:
-            params = {"max_results": str(min(limit - len(runs), 1000))}
-            if status:
-                params["status"] = status
-            if token:
-                params["page_token"] = token
-            page = await self.request("GET", "/model-runs", params=params)
-            runs.extend(page["model_runs"])
-            token = page.get("next_page_token")
-            if not token:
-                break
-        return runs[:limit]
-
-    async def get_run(self, run_id: str) -> dict[str, Any]:
-        return await self.request("GET", self._run_path(run_id))
-
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        return await self.request("POST", self._run_path(run_id, "cancel"))
-
-    async def steps(self, run_id: str) -> list[dict[str, Any]]:
-        steps: list[dict[str, Any]] = (await self.request("GET", self._run_path(run_id, "steps")))["steps"]
-        return steps
-
-    async def results(self, run_id: str, step_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            params = {"max_results": "1000"}
-            if status:
-                params["status"] = status
-            if token:
-                params["page_token"] = token
-            page = await self.request(
-                "GET", self._run_path(run_id, "steps", step_id, "test-results"), params=params
-            )
-            found.extend(page["test_results"])
-            token = page.get("next_page_token")
-            if not token:
-                return found
+        return Client(config.url, config.api_key, retry=retry or COMMAND_RETRY, user_agent=CLI_AGENT)
+    except ConfigurationError as exc:
+        raise CliError(one_line(exc), EXIT_CONFIG) from exc
 
 
-def client_of(settings: Settings, api_key: str | None = None) -> ApiClient:
-    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return ApiClient(settings.url, key)
+def cli_error(exc: ClientError) -> CliError:
+    """The client's error as the CLI's one line and exit code."""
+    if isinstance(exc, TransportError):
+        return CliError(one_line(exc), EXIT_UNREACHABLE)
+    message = one_line(exc)
+    if isinstance(exc, Unauthorized):
+        message += " (check MODELRUNS_API_KEY)"
+    return CliError(message)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A resource as the API's JSON, which is what the tables and --output json show."""
+    return model.model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,24 +509,44 @@ def results_table(results: Sequence[Mapping[str, Any]], *, title: str | None = N
 # Watching a run
 
 
-class ResultsTracker:
-    """Test results per step, fetched again only when a step's attempt, status or count moved."""
+class RunView:
+    """A run as its event stream tells it: the run, its steps in definition order and every test
+    result reported, kept as the API's JSON."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> None:
+        self.run = dict(run)
+        self.steps = {step["id"]: dict(step) for step in steps}
         self.by_step: dict[str, list[dict[str, Any]]] = {}
-        self._seen: dict[str, tuple[Any, ...]] = {}
+        self.note: str | None = None
 
-    async def update(self, client: ApiClient, run_id: str, steps: Sequence[Mapping[str, Any]]) -> None:
-        for step in steps:
-            mark = (step["attempt"], step["status"], step["test_counts"].get("total", 0))
-            if self._seen.get(step["id"]) == mark:
-                continue
-            if step["attempt"] > 0:
-                self.by_step[step["id"]] = await client.results(run_id, step["id"])
-            self._seen[step["id"]] = mark
+    def apply(self, event: RunEvent) -> None:
+        self.note = None
+        data = event.data
+        if event.entity == "run":
+            self.run = data
+        elif event.entity == "step":
+            self.steps[data["id"]] = data
+        else:
+            self.by_step.setdefault(data["step_id"], []).append(data)
 
-    def latest(self, steps: Sequence[Mapping[str, Any]], count: int = 8) -> list[dict[str, Any]]:
-        names = {step["id"]: step["name"] for step in steps}
+    def step_list(self) -> list[dict[str, Any]]:
+        """The steps, with the test counts of their latest attempt as reported so far (a step's
+        own counts move only with its next event)."""
+        found = []
+        for step in self.steps.values():
+            results = self.by_step.get(step["id"])
+            if results:
+                counts = empty_test_counts()
+                for result in results:
+                    if result["attempt"] == step["attempt"]:
+                        counts["total"] += 1
+                        counts[result["status"]] += 1
+                step = {**step, "test_counts": counts}
+            found.append(step)
+        return found
+
+    def latest(self, count: int = 8) -> list[dict[str, Any]]:
+        names = {step_id: step["name"] for step_id, step in self.steps.items()}
         flat = [
             {**result, "name": f"{names.get(step_id, '?')}: {result['name']}"}
             for step_id, results in self.by_step.items()
@@ -677,56 +578,55 @@ def watch_view(
 
 
 async def watch_run(
-    client: ApiClient,
-    run_id: str,
-    out: Console | None,
-    *,
-    with_results: bool = True,
-    interval: float = POLL_SECONDS,
-) -> tuple[dict[str, Any], list[dict[str, Any]], ResultsTracker]:
-    """Poll the run until it ends, drawing it live on `out` (nothing drawn when None)."""
-    tracker = ResultsTracker()
+    client: Client, run_id: str, out: Console | None, *, with_results: bool = True
+) -> RunView:
+    """Follow the run's event stream until it ends, drawing it live on `out` (nothing drawn when None)."""
+    view = RunView(dump(await client.get(run_id)), [dump(step) for step in await client.steps(run_id)])
     live = Live(console=out, auto_refresh=False, transient=False) if out is not None else None
-    run: dict[str, Any] | None = None
-    steps: list[dict[str, Any]] = []
-    failing_since: float | None = None
+
+    def draw(final: bool = False) -> None:
+        if live is not None:
+            # The last frame keeps the steps only: the results follow in full, step by step.
+            latest = view.latest() if with_results and not final else None
+            live.update(watch_view(view.run, view.step_list(), latest, view.note), refresh=True)
+
+    async def redraw() -> None:
+        while True:  # durations move between events too
+            draw()
+            await asyncio.sleep(REDRAW_SECONDS)
+
+    def on_retry(error: ClientError, delay: float) -> None:
+        view.note = f"{one_line(error)}; retrying in {delay:.1f}s"
+
+    told, client.on_retry = client.on_retry, on_retry
     with live or contextlib.nullcontext():
-        while True:
-            note = None
-            try:
-                run = await client.get_run(run_id)
-                # Fetched after the run: a finished run's steps are all finished too.
-                steps = await client.steps(run_id)
-                if with_results:
-                    await tracker.update(client, run_id, steps)
-                failing_since = None
-            except (Unreachable, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status < 500:
-                    raise
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > WATCH_OUTAGE_SECONDS or run is None:
-                    raise
-                note = f"{exc}; retrying"
-            finished = run is not None and failing_since is None and run["status"] in TERMINAL_RUN
-            if live is not None and run is not None:
-                # The last frame keeps the steps only: the results follow in full, step by step.
-                latest = tracker.latest(steps) if with_results and not finished else None
-                live.update(watch_view(run, steps, latest, note), refresh=True)
-            if finished:
-                assert run is not None
-                return run, steps, tracker
-            await asyncio.sleep(interval)
+        ticker = asyncio.create_task(redraw()) if live is not None else None
+        try:
+            async with contextlib.aclosing(client.events(run_id)) as events:
+                async for event in events:
+                    if with_results or event.entity != "test_result":
+                        view.apply(event)
+            # The stream ended after the terminal event: the run and its steps as they ended.
+            view.run = dump(await client.get(run_id))
+            view.steps.update((step.id, dump(step)) for step in await client.steps(run_id))
+        finally:
+            client.on_retry = told
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+        draw(final=True)
+    return view
 
 
-def print_outcome(
-    out: Console, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]], tracker: ResultsTracker
-) -> None:
-    for step in steps:
-        results = tracker.by_step.get(step["id"])
+def print_outcome(out: Console, view: RunView) -> None:
+    for step in view.steps.values():
+        results = view.by_step.get(step["id"])
         if results:
             out.print()
             out.print(results_table(results, title=f"test results of {step['name']}"))
     out.print()
+    run = view.run
     line = Text.assemble(("run ", "bold"), run["id"], " ", status_text(run["status"]))
     if run.get("error"):
         line.append(f"  {error_text(run['error'])}", style="red")
@@ -912,22 +812,27 @@ def _read_body(file: str) -> Any:
         fail(f"{file} is not JSON: {exc}", EXIT_CONFIG)
 
 
-def _client_call(ctx: typer.Context, call: Callable[[ApiClient], Awaitable[T]]) -> T:
+def _client_call(
+    ctx: typer.Context, call: Callable[[Client], Awaitable[T]], *, retry: Retry | None = None
+) -> T:
     async def main() -> T:
-        async with client_of(settings_of(ctx)) as client:
-            return await call(client)
+        try:
+            async with client_of(settings_of(ctx), retry=retry) as client:
+                return await call(client)
+        except ClientError as exc:
+            raise cli_error(exc) from exc
 
     return run_async(main())
 
 
-async def _watch_and_report(client: ApiClient, run_id: str, output: OutputFormat, with_results: bool) -> int:
+async def _watch_and_report(client: Client, run_id: str, output: OutputFormat, with_results: bool) -> int:
     out = console() if output is OutputFormat.TABLE else None
-    run, steps, tracker = await watch_run(client, run_id, out, with_results=with_results)
+    view = await watch_run(client, run_id, out, with_results=with_results)
     if out is None:
-        print_json({"run": run, "steps": steps})
+        print_json({"run": view.run, "steps": list(view.steps.values())})
     else:
-        print_outcome(out, run, steps, tracker)
-    return exit_for(run)
+        print_outcome(out, view)
+    return exit_for(view.run)
 
 
 @runs_app.command("trigger")
@@ -943,8 +848,8 @@ def runs_trigger(
     """Trigger a run (POST /model-runs)."""
     body = _read_body(file)
 
-    async def call(client: ApiClient) -> int:
-        run = await client.trigger(body, idempotency_key=idempotency_key)
+    async def call(client: Client) -> int:
+        run = dump(await client.trigger(body, idempotency_key=idempotency_key))
         if not watch:
             if output is OutputFormat.JSON:
                 print_json(run)
@@ -955,7 +860,7 @@ def runs_trigger(
             console().print(f"triggered run {run['id']}", markup=False)
         return await _watch_and_report(client, run["id"], output, with_results=True)
 
-    raise typer.Exit(_client_call(ctx, call))
+    raise typer.Exit(_client_call(ctx, call, retry=WATCH_RETRY if watch else None))
 
 
 @runs_app.command("list")
@@ -966,7 +871,13 @@ def runs_list(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List runs, newest first."""
-    runs = _client_call(ctx, lambda c: c.list_runs(status=status.value if status else None, limit=limit))
+
+    async def call(client: Client) -> list[dict[str, Any]]:
+        return [
+            dump(run) async for run in client.list(status=status, page_size=min(limit, 1000), limit=limit)
+        ]
+
+    runs = _client_call(ctx, call)
     if output is OutputFormat.JSON:
         print_json(runs)
     else:
@@ -976,7 +887,11 @@ def runs_list(
 @runs_app.command("get")
 def runs_get(ctx: typer.Context, run_id: RunId, output: OutputOption = OutputFormat.TABLE) -> None:
     """One run."""
-    run = _client_call(ctx, lambda c: c.get_run(run_id))
+
+    async def call(client: Client) -> dict[str, Any]:
+        return dump(await client.get(run_id))
+
+    run = _client_call(ctx, call)
     if output is OutputFormat.JSON:
         print_json(run)
     else:
@@ -986,7 +901,11 @@ def runs_get(ctx: typer.Context, run_id: RunId, output: OutputOption = OutputFor
 @runs_app.command("steps")
 def runs_steps(ctx: typer.Context, run_id: RunId, output: OutputOption = OutputFormat.TABLE) -> None:
     """A run's steps, in definition order."""
-    steps = _client_call(ctx, lambda c: c.steps(run_id))
+
+    async def call(client: Client) -> list[dict[str, Any]]:
+        return [dump(step) for step in await client.steps(run_id)]
+
+    steps = _client_call(ctx, call)
     if output is OutputFormat.JSON:
         print_json(steps)
     else:
@@ -1003,12 +922,12 @@ def runs_results(
 ) -> None:
     """A step's test results, every attempt, in the order reported."""
 
-    async def call(client: ApiClient) -> list[dict[str, Any]]:
+    async def call(client: Client) -> list[dict[str, Any]]:
         steps = await client.steps(run_id)
-        match = next((s for s in steps if step in (s["id"], s["name"])), None)
+        match = next((s for s in steps if step in (s.id, s.name)), None)
         if match is None:
             raise CliError(f"run {run_id} has no step {step!r}")
-        return await client.results(run_id, match["id"], status=status.value if status else None)
+        return [dump(result) async for result in client.test_results(run_id, match.id, status=status)]
 
     results = _client_call(ctx, call)
     if output is OutputFormat.JSON:
@@ -1020,7 +939,11 @@ def runs_results(
 @runs_app.command("cancel")
 def runs_cancel(ctx: typer.Context, run_id: RunId, output: OutputOption = OutputFormat.TABLE) -> None:
     """Ask a run to stop; it ends `cancelled` (a finished run stays as it is)."""
-    run = _client_call(ctx, lambda c: c.cancel(run_id))
+
+    async def call(client: Client) -> dict[str, Any]:
+        return dump(await client.cancel(run_id))
+
+    run = _client_call(ctx, call)
     if output is OutputFormat.JSON:
         print_json(run)
     else:
@@ -1035,7 +958,9 @@ def runs_watch(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Follow a run live until it ends; exit 0 when it succeeded, 1 otherwise."""
-    raise typer.Exit(_client_call(ctx, lambda c: _watch_and_report(c, run_id, output, results)))
+    raise typer.Exit(
+        _client_call(ctx, lambda c: _watch_and_report(c, run_id, output, results), retry=WATCH_RETRY)
+    )
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -1084,23 +1009,21 @@ def demo_pipeline() -> dict[str, Any]:
     return body
 
 
-async def _until_ready(client: ApiClient, services: Services) -> None:
+async def _until_ready(client: Client, services: Services) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while not await client.ready():
         problem = services.first_problem()
         if problem:
             raise CliError(problem)
         if time.monotonic() > deadline:
-            raise CliError(
-                f"the gateway at {client.base_url} was not ready within {READY_TIMEOUT_SECONDS:.0f}s"
-            )
+            raise CliError(f"the gateway at {client.url} was not ready within {READY_TIMEOUT_SECONDS:.0f}s")
         await asyncio.sleep(0.2)
 
 
-async def _demo_run(client: ApiClient, services: Services, out: Console) -> int:
+async def _demo_run(client: Client, services: Services, out: Console) -> int:
     await _until_ready(client, services)
-    run = await client.trigger(demo_pipeline())
-    out.print(f"triggered run {run['id']} ({DEMO_PIPELINE}); the API is at {client.base_url}", markup=False)
+    run = dump(await client.trigger(demo_pipeline()))
+    out.print(f"triggered run {run['id']} ({DEMO_PIPELINE}); the API is at {client.url}", markup=False)
     watcher = asyncio.create_task(watch_run(client, run["id"], out))
     interrupted = asyncio.create_task(services.stop.wait())
     try:
@@ -1120,9 +1043,9 @@ async def _demo_run(client: ApiClient, services: Services, out: Console) -> int:
         if problem is None and services.stop.is_set():
             raise CliError(f"interrupted; run {run['id']} goes on when the services start again", 130)
         raise CliError(problem or f"the run did not finish within {DEMO_TIMEOUT_SECONDS:.0f}s")
-    final, steps, tracker = watcher.result()
-    print_outcome(out, final, steps, tracker)
-    return exit_for(final)
+    view = watcher.result()
+    print_outcome(out, view)
+    return exit_for(view.run)
 
 
 async def demo_main(settings: Settings, out: Console) -> int:
@@ -1140,7 +1063,7 @@ async def demo_main(settings: Settings, out: Console) -> int:
         remove = install_signals(services)
         try:
             services.start()
-            async with ApiClient(settings.url, key) as client:
+            async with client_of(settings, key, retry=WATCH_RETRY) as client:
                 code = await _demo_run(client, services, out)
         finally:
             problems = await services.shutdown()
@@ -1170,6 +1093,8 @@ def demo(ctx: typer.Context) -> None:
 def exit_code_of(exc: ModelRunsError) -> int:
     if isinstance(exc, CliError):
         return exc.exit_code
+    if isinstance(exc, TransportError):
+        return EXIT_UNREACHABLE
     return EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_FAILED
 
 

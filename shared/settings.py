@@ -63,6 +63,8 @@ class Settings(BaseSettings):
 
     url: str = "http://127.0.0.1:8080"
     api_key: SecretStr | None = None
+    # The client's config file (url, api_key); default $XDG_CONFIG_HOME/modelruns/config.toml.
+    config: str | None = None
 
     @field_validator("worker_pools", "worker_python_allow", mode="before")
     @classmethod

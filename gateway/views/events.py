@@ -67,7 +67,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if run is None:
         raise ApiProblem("not_found", "no such run")
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"},
+        # No cache or proxy may keep or buffer a live stream.
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
     await response.prepare(request)
     metrics = request.app[METRICS]

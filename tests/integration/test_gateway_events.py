@@ -59,6 +59,7 @@ async def open_stream(gw: Gateway, run_id: str, **headers: str) -> Stream:
     resp = await gw.get(f"/model-runs/{run_id}/events", headers=headers)
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert resp.headers["Cache-Control"] == "no-cache"
     assert resp.headers["X-Request-Id"] and resp.headers["RateLimit"]
     return Stream(resp)
 

@@ -7,7 +7,6 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import aio_pika
@@ -30,7 +29,7 @@ from tests.integration.gateway_helpers import (
     trigger_body,
     without_broker,
 )
-from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.tcp_proxy import in_front_of
 from tests.waiting import eventually
 
 OPERATION_IDS = {
@@ -174,10 +173,8 @@ async def test_with_the_broker_up_the_outbox_is_published(settings: Settings, po
 
 
 async def test_postgres_going_away_is_a_fast_503(db_url: str, pool: asyncpg.Pool) -> None:
-    parts = urlsplit(db_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    port = await proxy.start()
-    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+    proxy, proxied = await in_front_of(db_url, 5432)
+    port = proxy.port
     async with running_gateway(broker_down_settings(proxied, api_key_cache_seconds=0), pool) as gw:
         run = await gw.trigger()
         await proxy.stop()

@@ -7,11 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from modelruns_client import RunEvent, errors
 from shared import cli
 from shared.settings import Settings, load_settings
 
@@ -44,6 +47,15 @@ def test_client_commands_need_a_key() -> None:
     done = run_cli("runs", "get", "x", env={"MODELRUNS_URL": "http://127.0.0.1:9"})
     assert done.returncode == cli.EXIT_CONFIG
     assert "MODELRUNS_API_KEY" in done.stderr
+
+
+def test_a_bad_client_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = run_cli("runs", "list", env={"MODELRUNS_CONFIG": str(tmp_path / "none.toml")})
+    assert (missing.returncode, missing.stderr.count("\n")) == (cli.EXIT_CONFIG, 1)
+    assert "does not exist" in missing.stderr
+    bad_url = run_cli("runs", "list", env={"MODELRUNS_URL": "ftp://x", "MODELRUNS_API_KEY": "k"})
+    assert bad_url.returncode == cli.EXIT_CONFIG
+    assert bad_url.stderr.startswith("error: not a usable API URL: 'ftp://x'")
 
 
 def test_an_unreachable_api_is_exit_3() -> None:
@@ -114,9 +126,59 @@ def test_durations_read_like_a_person_writes_them() -> None:
     assert cli.duration(None, None) == "-"
 
 
-def test_problem_bodies_become_one_line() -> None:
+def test_client_errors_become_one_line_and_an_exit_code() -> None:
     body = (
         b'{"title": "Invalid request", "status": 400, "code": "validation_error", "detail": "bad\\n thing"}'
     )
-    assert cli._problem_detail(400, body) == ("validation_error", "bad thing")
-    assert cli._problem_detail(502, b"<html>") == ("error", "HTTP 502")
+    refused = cli.cli_error(errors.api_error(400, body))
+    assert (str(refused), refused.exit_code) == ("400 validation_error: bad thing", cli.EXIT_FAILED)
+    unauthorized = cli.cli_error(
+        errors.api_error(401, b'{"code": "unauthorized", "title": "t", "status": 401}')
+    )
+    assert str(unauthorized).endswith("(check MODELRUNS_API_KEY)")
+    assert str(cli.cli_error(errors.api_error(502, b"<html>"))) == "502 error: HTTP 502"
+    unreachable = cli.cli_error(errors.TransportError("cannot reach the API at http://x: refused"))
+    assert unreachable.exit_code == cli.EXIT_UNREACHABLE
+
+
+def test_a_watch_keeps_the_run_as_its_events_tell_it() -> None:
+    def event(type_: str, runseq: int, data: dict[str, Any]) -> RunEvent:
+        return RunEvent(
+            id=f"e{runseq}",
+            source="/modelruns/orchestrator",
+            type=type_,
+            subject="model-runs/r1",
+            time=datetime(2026, 12, 3, tzinfo=UTC),
+            runseq=runseq,
+            data=data,
+        )
+
+    def result(name: str, attempt: int, status: str, at: str) -> dict[str, Any]:
+        return {
+            "id": name,
+            "step_id": "s1",
+            "attempt": attempt,
+            "name": name,
+            "status": status,
+            "created_at": at,
+        }
+
+    counts = {"total": 0, "passed": 0, "failed": 0, "skipped": 0, "error": 0}
+    train = {"id": "s1", "name": "train", "status": "pending", "attempt": 0, "test_counts": counts}
+    report = {"id": "s2", "name": "report", "status": "pending", "attempt": 0, "test_counts": counts}
+    view = cli.RunView({"id": "r1", "status": "queued"}, [train, report])
+    view.note = "503 unavailable; retrying"
+    view.apply(event("modelruns.run.started", 2, {"id": "r1", "status": "running"}))
+    assert view.run["status"] == "running" and view.note is None
+    view.apply(event("modelruns.step.started", 3, {**train, "status": "running", "attempt": 1}))
+    view.apply(event("modelruns.test_result.reported", 4, result("a", 1, "failed", "2026-12-03T00:00:01Z")))
+    assert view.step_list()[0]["test_counts"] == {**counts, "total": 1, "failed": 1}
+    view.apply(event("modelruns.step.retrying", 5, {**train, "status": "queued", "attempt": 2}))
+    view.apply(event("modelruns.test_result.reported", 6, result("b", 2, "passed", "2026-12-03T00:00:02Z")))
+    view.apply(event("modelruns.test_result.reported", 7, result("c", 2, "error", "2026-12-03T00:00:03Z")))
+    # Only the latest attempt counts; steps stay in definition order.
+    first, second = view.step_list()
+    assert first["test_counts"] == {**counts, "total": 2, "passed": 1, "error": 1}
+    assert second == report
+    assert [r["name"] for r in view.latest(2)] == ["train: b", "train: c"]
+    assert [r["name"] for r in view.by_step["s1"]] == ["a", "b", "c"]
