@@ -31,7 +31,9 @@ from shared.errors import DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+# Any visible ASCII is echoed (a caller's trace ids come in many shapes); nothing that could
+# split a header or a log line.
+_SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 _DETAILS: dict[int, str] = {
     404: "no such resource",

@@ -199,6 +199,12 @@ class Change:
         if step.stop_requested_at is not None or self.run.status is RunStatus.CANCELLING:
             self.cancel(step, "stopped by request")
             return
+        failing = sum(step.test_counts.get(k, 0) for k in TEST_FAILURE_STATUSES)
+        if failing and not step.allow_test_failures:
+            # The attempt reported failed tests before it failed: a verdict, so no retry (which
+            # would also drop the results that tell why).
+            code, retryable = "tests_failed", False
+            message = f"{failing} test result(s) failed or errored; {message}"
         decision = next_attempt(
             attempt=step.attempt,
             max_attempts=step.max_attempts,

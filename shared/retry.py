@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# What the API promises may be retried; everything else is a verdict.
-RETRYABLE_CODES = frozenset({"step_failed", "timeout", "worker_lost", "undeliverable", "worker_shutdown"})
+# Verdicts, never retried whatever the reporter says: failed tests, refused code or params, a
+# cancel, a failed dependency. Any other error with `retryable` set (a step's own code included)
+# is retried while attempts are left.
+NEVER_RETRIED_CODES = frozenset(
+    {
+        "tests_failed",
+        "not_allowed",
+        "invalid_params",
+        "unknown_kind",
+        "invalid_outputs",
+        "invalid_junit",
+        "cancelled",
+        "dependency_failed",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,6 @@ class RetryDecision:
 def next_attempt(
     *, attempt: int, max_attempts: int, code: str, retryable: bool, policy: RetryPolicy = DEFAULT_POLICY
 ) -> RetryDecision:
-    if not retryable or code not in RETRYABLE_CODES or attempt >= max_attempts:
+    if not retryable or code in NEVER_RETRIED_CODES or attempt >= max_attempts:
         return RetryDecision(False)
     return RetryDecision(True, policy.backoff(attempt))

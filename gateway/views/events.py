@@ -61,11 +61,12 @@ KEEPALIVE_FRAME = b": keep-alive\n\n"
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
     run_id = params.path_id(request, "runId", "run")
-    cursor = last_event_id(request)
     repo = request.app[REPOSITORY]
     run = await repo.get_run(run_id, principal(request).tenant_id)
     if run is None:
         raise ApiProblem("not_found", "no such run")
+    # After the lookup: a run that is not the caller's is 404 whatever the headers say.
+    cursor = last_event_id(request)
     response = web.StreamResponse(
         # No cache or proxy may keep or buffer a live stream.
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

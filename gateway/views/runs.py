@@ -12,6 +12,7 @@ from gateway.context import METRICS, PAGE_TOKENS, PUBLISHER, REPOSITORY, princip
 from gateway.page_tokens import InvalidPageToken, runs_binding
 from gateway.problems import ApiProblem
 from gateway.responses import json_response
+from shared import jsonutil
 from shared.models.resources import run_resource
 from shared.models.validation import RequestInvalid, validate_trigger
 from shared.states import RunStatus
@@ -56,9 +57,11 @@ async def _read_json(request: web.Request) -> object:
         raise ApiProblem("payload_too_large", "the request body is larger than 1 MiB")
     raw = await request.read()
     try:
-        return orjson.loads(raw)
+        return jsonutil.loads_exact(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiProblem("invalid_json", f"the body is not valid JSON: {exc}") from None
+    except jsonutil.InexactNumber as exc:
+        raise ApiProblem("validation_error", str(exc)) from None
 
 
 def _idempotency_key(request: web.Request) -> str | None:

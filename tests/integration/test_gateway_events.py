@@ -131,6 +131,9 @@ async def test_non_integer_last_event_id_is_400(gw: Gateway) -> None:
         resp = await gw.get(f"/model-runs/{run['id']}/events", headers={"Last-Event-ID": value})
         assert resp.status == 400, value
         assert (await resp.json(content_type=None))["code"] == "validation_error"
+    # A run that is not the caller's is 404 first, whatever the header holds.
+    missing = await gw.get(f"/model-runs/{uuid4()}/events", headers={"Last-Event-ID": "abc"})
+    assert missing.status == 404
 
 
 async def test_huge_or_negative_last_event_id_is_clamped(gw: Gateway) -> None:

@@ -288,9 +288,14 @@ async def test_cancel_unknown_or_malformed_is_404(gw: Gateway) -> None:
 async def test_request_ids(gw: Gateway) -> None:
     resp = await gw.get("/model-runs", headers={"X-Request-Id": "trace-abc.123"})
     assert resp.headers["X-Request-Id"] == "trace-abc.123"
-    generated = await gw.get("/model-runs", headers={"X-Request-Id": "bad id with spaces"})
-    assert generated.headers["X-Request-Id"] != "bad id with spaces"
-    assert len(generated.headers["X-Request-Id"]) >= 16
+    odd = "<trace>!#$%&'()*,;?[]^`{|}~" + "x" * 228
+    assert len(odd) == 255
+    echoed = await gw.get("/model-runs", headers={"X-Request-Id": odd})
+    assert echoed.headers["X-Request-Id"] == odd
+    for refused in ("bad id with spaces", "y" * 256, "caf\u00e9"):
+        generated = await gw.get("/model-runs", headers={"X-Request-Id": refused})
+        assert generated.headers["X-Request-Id"] != refused
+        assert len(generated.headers["X-Request-Id"]) >= 16
     missing = await gw.client.get("/healthz")
     assert missing.headers["X-Request-Id"]
     failed = await gw.get(f"/model-runs/{uuid4()}", headers={"X-Request-Id": "r-404"})
@@ -320,3 +325,14 @@ async def test_internal_errors_hide_their_cause(gw: Gateway, monkeypatch: pytest
     found = await problem(resp, 500, "internal")
     text = orjson.dumps(found).decode()
     assert "secret detail" not in text and "Traceback" not in text
+
+
+async def test_an_integer_beyond_64_bits_is_refused_not_rounded(gw: Gateway) -> None:
+    body = b'{"model": {"name": "m"}, "steps": [{"name": "a", "kind": "synthetic"}], "parameters": {"n": 123456789012345678901234567890}}'
+    resp = await gw.client.post(
+        "/model-runs",
+        data=body,
+        headers={"Authorization": f"Bearer {gw.key}", "Content-Type": "application/json"},
+    )
+    body_of = await problem(resp, 400, "validation_error")
+    assert "64 bits" in body_of["detail"]

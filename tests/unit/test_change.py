@@ -183,6 +183,33 @@ def test_failed_tests_fail_the_step_unless_allowed() -> None:
         assert suite.attempt == 1
 
 
+def test_an_attempt_that_failed_after_failing_tests_is_a_verdict() -> None:
+    state = make_run(("suite", []), suite={"max_attempts": 3})
+    change(state).advance()
+    ch = change(state)
+    suite = step(state, "suite")
+    ch.start(suite, "w1")
+    suite.test_counts = {**empty_test_counts(), "total": 2, "passed": 1, "error": 1}
+    ch.fail_attempt(suite, "step_failed", "exited 1", retryable=True)
+    ch.advance()
+    assert suite.status is StepStatus.FAILED and suite.attempt == 1
+    assert suite.error is not None and suite.error["code"] == "tests_failed"
+    assert "exited 1" in suite.error["message"]
+    assert suite.test_counts["error"] == 1
+
+
+def test_an_attempt_failing_with_allowed_test_failures_is_retried() -> None:
+    state = make_run(("suite", []), suite={"max_attempts": 2, "allow_test_failures": True})
+    change(state).advance()
+    ch = change(state)
+    suite = step(state, "suite")
+    ch.start(suite, "w1")
+    suite.test_counts = {**empty_test_counts(), "total": 1, "failed": 1}
+    ch.fail_attempt(suite, "step_failed", "crashed", retryable=True)
+    ch.advance()
+    assert suite.status is StepStatus.QUEUED and suite.attempt == 2
+
+
 def test_a_failure_skips_dependents_while_an_independent_branch_finishes() -> None:
     state = make_run(("a", []), ("b", ["a"]), ("c", []))
     change(state).advance()

@@ -94,16 +94,27 @@ JUNIT = """<testsuite>
 </testsuite>"""
 
 
-async def test_junit_is_read_even_when_tests_failed(tmp_path: Path) -> None:
+async def test_a_runner_exiting_non_zero_over_failed_tests_reports_them(tmp_path: Path) -> None:
     ctx = ctx_in(tmp_path)
     script = f"import os, sys; os.makedirs('reports'); open('reports/junit.xml', 'w').write({JUNIT!r}); sys.exit(1)"
-    with pytest.raises(StepFailed, match="status 1"):
-        await command.run(ctx, params(PY, "-c", script, junit_xml="reports/junit.xml"))
+    # The exit status repeats the report's verdict: the step ends on its tests, not as a crash.
+    outputs = await command.run(ctx, params(PY, "-c", script, junit_xml="reports/junit.xml"))
+    assert outputs == {"exit_code": 1}
     assert [(r.name, r.status, r.message) for r in reported(ctx)] == [
         ("suite.ok", TestStatus.PASSED, None),
         ("suite.bad", TestStatus.FAILED, "nope"),
     ]
     assert reported(ctx)[0].duration_ms == pytest.approx(10.0)
+
+
+async def test_a_non_zero_exit_with_only_passing_tests_still_fails(tmp_path: Path) -> None:
+    ctx = ctx_in(tmp_path)
+    passing = JUNIT.replace('<failure message="nope"/>', "")
+    assert "failure" not in passing
+    script = f"open('junit.xml', 'w').write({passing!r}); raise SystemExit(2)"
+    with pytest.raises(StepFailed, match="status 2"):
+        await command.run(ctx, params(PY, "-c", script, junit_xml="junit.xml"))
+    assert [r.status for r in reported(ctx)] == [TestStatus.PASSED, TestStatus.PASSED]
 
 
 async def test_junit_success(tmp_path: Path) -> None:

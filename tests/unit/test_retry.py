@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.retry import DEFAULT_POLICY, RETRYABLE_CODES, RetryDecision, RetryPolicy, next_attempt
+from shared.retry import DEFAULT_POLICY, NEVER_RETRIED_CODES, RetryDecision, RetryPolicy, next_attempt
 
 BACKOFF = [
     (1, 1.0),
@@ -89,10 +89,19 @@ def test_policy_is_frozen() -> None:
         DEFAULT_POLICY.initial_interval = 2.0  # type: ignore[misc]
 
 
-def test_retryable_codes_are_the_apis() -> None:
-    # API.md: the step's own work failing, a timeout, a lost worker; DESIGN.md: an undeliverable
-    # dispatch; and a worker shutting down mid-attempt is an accident of the same kind.
-    assert {"step_failed", "timeout", "worker_lost", "undeliverable", "worker_shutdown"} == RETRYABLE_CODES
+def test_verdicts_are_never_retried() -> None:
+    # API.md: failed tests, not_allowed and params the kind rejects are verdicts; so are a cancel,
+    # a failed dependency and what the worker found wrong with the step itself.
+    assert {
+        "tests_failed",
+        "not_allowed",
+        "invalid_params",
+        "unknown_kind",
+        "invalid_outputs",
+        "invalid_junit",
+        "cancelled",
+        "dependency_failed",
+    } == NEVER_RETRIED_CODES
 
 
 NO = RetryDecision(False)
@@ -122,8 +131,12 @@ DECISIONS: list[tuple[int, int, str, bool, RetryDecision]] = [
     (1, 5, "invalid_params", True, NO),
     (1, 5, "cancelled", True, NO),
     (1, 5, "dependency_failed", True, NO),
-    (1, 5, "", True, NO),
-    (1, 5, "STEP_FAILED", True, NO),
+    (1, 5, "unknown_kind", True, NO),
+    (1, 5, "invalid_outputs", True, NO),
+    (1, 5, "invalid_junit", True, NO),
+    # A code of the step's own, marked retryable by its code, is retried like any accident.
+    (1, 2, "data_not_ready", True, RetryDecision(True, 1.0)),
+    (1, 2, "data_not_ready", False, NO),
 ]
 
 
