@@ -12,6 +12,7 @@ import uuid
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway import problems
 from gateway.auth import Unauthenticated
@@ -26,6 +27,7 @@ from gateway.context import (
 )
 from gateway.problems import ApiProblem
 from gateway.routes import TRIGGER, is_api_path, operation_of, route_template
+from shared import tracing
 from shared.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,29 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return problems.response(
         code, detail, status=exc.status, request_id=request_id_of(request), headers=headers
     )
+
+
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A SERVER span per request, continuing the caller's W3C trace context when it sent one;
+    what the request writes to the outbox carries the span on to the orchestrator."""
+    route = route_template(request)
+    with tracing.span(
+        f"{request.method} {route}",
+        kind=SpanKind.SERVER,
+        parent=request.headers,
+        attributes={
+            "http.request.method": request.method,
+            "http.route": route,
+            "url.path": request.path,
+            "url.scheme": request.scheme,
+        },
+    ) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
 
 
 @web.middleware
