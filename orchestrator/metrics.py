@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from orchestrator.change import Change
+from orchestrator.reconciler import REPAIR_KINDS
 from shared.ops import lag_histogram
 
 # Steps last from milliseconds (synthetic) to hours (training).
@@ -94,8 +95,11 @@ class OrchestratorMetrics:
             registry=self.registry,
         )
         self.consumer_lag = lag_histogram(self.registry)
+        # Series that exist from the start, at zero: a rate over them needs no special case.
         for status in RUN_ENDINGS:
             self.runs_finished.labels(status)
+        for kind in REPAIR_KINDS:
+            self.repairs.labels(kind)
 
     def observe(self, change: Change) -> None:
         """Count the public facts of a committed change."""

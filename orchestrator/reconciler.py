@@ -20,6 +20,15 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 BATCH = 200
+# What a pass can repair: the `kind` label of modelruns_reconciler_repairs.
+REPAIR_KINDS = (
+    "queued_run_started",
+    "cancel_carried_out",
+    "lease_expired",
+    "timed_out",
+    "stop_forced",
+    "held_finish_released",
+)
 
 
 class Reconciler:

@@ -20,6 +20,7 @@ from shared import amqp
 from shared.amqp import Broker
 from shared.db.pool import wait_for_pool
 from shared.errors import InvalidMessage
+from shared.events import TERMINAL_RUN_EVENTS
 from shared.messages import (
     RunCommand,
     StepDispatch,
@@ -49,6 +50,17 @@ class Orchestrator:
 
     def observe(self, change: Change) -> None:
         self.metrics.observe(change)
+        for fact in change.events:
+            if fact.type in TERMINAL_RUN_EVENTS:
+                log.info(
+                    "run finished",
+                    extra={
+                        "action": "run.finished",
+                        "run_id": str(change.run.id),
+                        "tenant_id": change.run.tenant_id,
+                        "status": fact.type.rsplit(".", 1)[1],
+                    },
+                )
 
     async def refresh(self) -> None:
         depth, oldest = await self.publisher.depth()

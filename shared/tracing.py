@@ -190,7 +190,7 @@ def consuming(queue: str, headers: Mapping[str, Any] | None, message_id: str | N
 
 def _operation(query: str) -> str:
     words = query.split(None, 1)
-    return words[0].upper() if words else "QUERY"
+    return words[0].rstrip(";").upper() if words else "QUERY"
 
 
 def record_query(record: Any) -> None:
@@ -211,7 +211,7 @@ def record_query(record: Any) -> None:
     if database:
         attributes["db.namespace"] = database
     recorded = tracer().start_span(
-        f"{attributes['db.operation.name']} postgresql",
+        f"{attributes['db.operation.name']} {database or 'postgresql'}",
         kind=SpanKind.CLIENT,
         attributes=attributes,
         start_time=end - int(record.elapsed * 1e9),
