@@ -126,9 +126,9 @@ async def test_each_service_serves_its_metrics_and_they_move(settings: Settings,
     async with running_stack(settings, pool) as stack:
         run = asyncio.create_task(stack.run_once())
 
-        async def busy() -> Samples | None:
+        async def busy() -> Samples:
             samples = await stack.scrape_ops(stack.worker.ops_port)
-            return samples if value(samples, "modelruns_worker_slots_busy") == 1 else None
+            return samples if value(samples, "modelruns_worker_slots_busy") == 1 else {}
 
         while_running = await eventually(busy, timeout=20, what="a busy worker slot")
         assert value(while_running, "modelruns_worker_slots") == settings.worker_concurrency
