@@ -1,5 +1,6 @@
 """Metrics and traces of a whole run: a gateway, an orchestrator and a worker in this process, each
-scraped on its own /metrics, and one trace that follows the run through all three."""
+scraped on its own /metrics, and one trace that follows the run through all three; the events the
+run recorded are checked against the AsyncAPI document."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from uuid import UUID
 
 import aiohttp
 import asyncpg
@@ -17,9 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.repository import GatewayRepository
 from orchestrator.service import Orchestrator
 from shared import amqp, tracing
 from shared.settings import Settings
+from tests.asyncapi_support import validate_event
 from tests.integration.gateway_helpers import Gateway, running_gateway
 from tests.waiting import eventually
 from worker.service import Worker
@@ -68,6 +72,11 @@ class Stack:
         await eventually(ended, timeout=30, what="the run to end")
         resp = await self.gateway.get(f"/model-runs/{run['id']}")
         assert (await resp.json())["status"] == "succeeded"
+        # Every fact the run recorded (and published) is what docs/asyncapi.json describes.
+        stored = await GatewayRepository(self.gateway.pool).events_after(UUID(run["id"]), 0, 1000)
+        assert len(stored) >= 8
+        for row in stored:
+            validate_event(row["body"])
         return str(run["id"])
 
 
