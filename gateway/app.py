@@ -31,7 +31,7 @@ from gateway.context import (
     SETTINGS,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import api_middleware, on_response_prepare, problem_middleware, tracing_middleware
+from gateway.middleware import api_middleware, on_response_prepare, problem_middleware, telemetry_middleware
 from gateway.page_tokens import PageTokens
 from gateway.ratelimit import Policy, RateLimiter
 from gateway.repository import GatewayRepository
@@ -124,7 +124,7 @@ async def _ui_redirect(request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[tracing_middleware, problem_middleware, api_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[telemetry_middleware, problem_middleware, api_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics()

@@ -66,21 +66,25 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
 
 
 @web.middleware
-async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A SERVER span per request, continuing the caller's W3C trace context when it sent one;
-    what the request writes to the outbox carries the span on to the orchestrator."""
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The in-flight gauge, and a SERVER span per request that continues the caller's W3C trace
+    context when it sent one (what the request writes to the outbox carries the span on to the
+    orchestrator). Counts and latencies are taken as the headers go out (on_response_prepare)."""
     route = route_template(request)
-    with tracing.span(
-        f"{request.method} {route}",
-        kind=SpanKind.SERVER,
-        parent=request.headers,
-        attributes={
-            "http.request.method": request.method,
-            "http.route": route,
-            "url.path": request.path,
-            "url.scheme": request.scheme,
-        },
-    ) as span:
+    with (
+        request.app[METRICS].in_flight.track_inprogress(),
+        tracing.span(
+            f"{request.method} {route}",
+            kind=SpanKind.SERVER,
+            parent=request.headers,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.path": request.path,
+                "url.scheme": request.scheme,
+            },
+        ) as span,
+    ):
         response = await handler(request)
         span.set_attribute("http.response.status_code", response.status)
         if response.status >= 500:
