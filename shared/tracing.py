@@ -158,13 +158,30 @@ def span(
         yield current
 
 
+@contextmanager
+def _continuing(
+    name: str, kind: SpanKind, parent: Mapping[str, Any] | None, attributes: dict[str, Any]
+) -> Iterator[Span]:
+    """A span only where there is a trace to continue: messaging never starts a trace of its own,
+    so heartbeats and other periodic traffic stay out of the traces. Traces start at an HTTP
+    request or a reconciler repair."""
+    if not trace_headers(parent) and not trace.get_current_span().get_span_context().is_valid:
+        yield trace.INVALID_SPAN
+        return
+    with span(
+        name, kind=kind, parent=parent if trace_headers(parent) else None, attributes=attributes
+    ) as current:
+        yield current
+
+
 def publishing(exchange: str, routing_key: str, parent: Mapping[str, Any] | None = None) -> Any:
-    """A PRODUCER span for one AMQP publish (semantic conventions for messaging)."""
-    return span(
+    """A PRODUCER span for one AMQP publish (semantic conventions for messaging), continuing the
+    context `parent` carries (an outbox row's, a queued worker event's) or the current one."""
+    return _continuing(
         f"publish {exchange}",
-        kind=SpanKind.PRODUCER,
-        parent=parent,
-        attributes={
+        SpanKind.PRODUCER,
+        parent,
+        {
             "messaging.system": "rabbitmq",
             "messaging.operation.type": "send",
             "messaging.destination.name": exchange,
@@ -182,7 +199,7 @@ def consuming(queue: str, headers: Mapping[str, Any] | None, message_id: str | N
     }
     if message_id:
         attributes["messaging.message.id"] = message_id
-    return span(f"process {queue}", kind=SpanKind.CONSUMER, parent=headers or {}, attributes=attributes)
+    return _continuing(f"process {queue}", SpanKind.CONSUMER, headers or {}, attributes)
 
 
 # -- Postgres -------------------------------------------------------------------------------------

@@ -386,6 +386,11 @@ class Worker:
     # --- control and heartbeats -----------------------------------------------------------------
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        # A stop continues the trace of the decision that sent it (a cancel, a fence, a timeout).
+        with tracing.consuming(amqp.CONTROL, message.headers, message.message_id):
+            self._control(message)
+
+    def _control(self, message: AbstractIncomingMessage) -> None:
         try:
             stop = decode(StopStep, message.body)
         except InvalidMessage as exc:
