@@ -94,7 +94,9 @@ def configure(service: str, environ: Mapping[str, str]) -> bool:
             made.append(OTLPSpanExporter())
         else:
             raise ConfigurationError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (otlp, console, none)")
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    # The role's name, unless the environment names the service itself.
+    named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": service}))
     for exporter in made:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from shared import tracing
+from shared.errors import ConfigurationError
 
 
 def test_tracing_is_opt_in_by_the_otel_environment() -> None:
@@ -85,3 +90,49 @@ def test_query_spans_only_under_a_recorded_span() -> None:
     assert ok.end_time is not None and ok.start_time is not None
     assert ok.end_time - ok.start_time == 2_000_000
     assert not failed.status.is_ok and failed.events[0].name == "exception"
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # A process of its own: configure() installs the global tracer provider, once per process.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+CONFIGURED = """
+from shared import tracing
+import os
+on = tracing.configure("modelruns-test", os.environ)
+with tracing.span("hello"):
+    pass
+tracing.shutdown()
+print("ON" if on else "OFF")
+"""
+
+
+def test_the_console_exporter_prints_the_spans_of_a_named_service() -> None:
+    done = run_python(CONFIGURED, OTEL_TRACES_EXPORTER="console")
+    assert done.stdout.rstrip().endswith("ON")
+    assert '"name": "hello"' in done.stdout
+    assert '"service.name": "modelruns-test"' in done.stdout
+    renamed = run_python(CONFIGURED, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="ml-orchestrator")
+    assert '"service.name": "ml-orchestrator"' in renamed.stdout
+
+
+def test_without_the_sdk_tracing_stays_off() -> None:
+    hidden = "import sys; sys.modules['opentelemetry.sdk'] = None\n"
+    done = run_python(hidden + CONFIGURED, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318")
+    assert done.stdout.strip() == "OFF"
+    assert "modelruns[otel]" in done.stderr
+
+
+def test_an_unknown_exporter_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="zipkin"):
+        tracing.configure("modelruns-test", {"OTEL_TRACES_EXPORTER": "zipkin"})
+    assert not tracing.enabled()
