@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+# Probes and scrapes arrive every few seconds from every prober: neither traced nor in flight.
+UNTRACED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _DETAILS: dict[int, str] = {
     404: "no such resource",
@@ -71,6 +73,8 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     context when it sent one (what the request writes to the outbox carries the span on to the
     orchestrator). Counts and latencies are taken as the headers go out (on_response_prepare)."""
     route = route_template(request)
+    if route in UNTRACED_ROUTES:
+        return await handler(request)
     with (
         request.app[METRICS].in_flight.track_inprogress(),
         tracing.span(

@@ -200,7 +200,10 @@ async def test_one_trace_follows_a_run_across_the_services(
 ) -> None:
     async with running_stack(settings, pool) as stack:
         run_id = await stack.run_once()
+        assert (await stack.gateway.get("/healthz")).status == 200
     finished = list(spans.get_finished_spans())
+    # Probes and scrapes are not traced.
+    assert not by_name(finished, "GET /healthz")
     (request,) = by_name(finished, "POST /model-runs")
     assert request.kind is SpanKind.SERVER
     assert request.attributes is not None and request.attributes["http.response.status_code"] == 201
