@@ -12,6 +12,7 @@ import uuid
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway import problems
 from gateway.auth import Unauthenticated
@@ -26,6 +27,7 @@ from gateway.context import (
 )
 from gateway.problems import ApiProblem
 from gateway.routes import TRIGGER, is_api_path, operation_of, route_template
+from shared import tracing
 from shared.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Any visible ASCII is echoed (a caller's trace ids come in many shapes); nothing that could
 # split a header or a log line.
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Probes and scrapes arrive every few seconds from every prober: neither traced nor in flight.
+UNTRACED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _DETAILS: dict[int, str] = {
     404: "no such resource",
@@ -63,6 +67,35 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return problems.response(
         code, detail, status=exc.status, request_id=request_id_of(request), headers=headers
     )
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The in-flight gauge, and a SERVER span per request that continues the caller's W3C trace
+    context when it sent one (what the request writes to the outbox carries the span on to the
+    orchestrator). Counts and latencies are taken as the headers go out (on_response_prepare)."""
+    route = route_template(request)
+    if route in UNTRACED_ROUTES:
+        return await handler(request)
+    with (
+        request.app[METRICS].in_flight.track_inprogress(),
+        tracing.span(
+            f"{request.method} {route}",
+            kind=SpanKind.SERVER,
+            parent=request.headers,
+            attributes={
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.path": request.path,
+                "url.scheme": request.scheme,
+            },
+        ) as span,
+    ):
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
 
 
 @web.middleware

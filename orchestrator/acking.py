@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared import amqp, tracing
 from shared.db.pool import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidMessage
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes], Awaitable[None]]
+Consume = Callable[[AbstractIncomingMessage], Awaitable[None]]
 TRANSIENT: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
     DatabaseUnavailable,
@@ -32,9 +34,20 @@ MAX_BACKOFF = 5.0
 
 
 def settling(
-    queue: str, handler: Handler, count: Callable[[str], None] = lambda _: None
-) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+    queue: str,
+    handler: Handler,
+    count: Callable[[str], None] = lambda _: None,
+    lag: Callable[[float], None] = lambda _: None,
+) -> Consume:
     async def consume(message: AbstractIncomingMessage) -> None:
+        sent = amqp.lag_of(message.headers)
+        if sent is not None:
+            lag(sent)
+        # Handling continues the trace of whoever published the message.
+        with tracing.consuming(queue, message.headers, message.message_id):
+            await settle(message)
+
+    async def settle(message: AbstractIncomingMessage) -> None:
         delay = 0.1
         while True:
             try:

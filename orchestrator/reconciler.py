@@ -10,16 +10,31 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Record
 
 from orchestrator.change import Change
 from orchestrator.engine import Engine
 from orchestrator.repository import Repository
+from shared import tracing
 from shared.amqp import Broker
 from shared.db.pool import CONNECTION_ERRORS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 BATCH = 200
+StepRepair = Callable[[UUID, UUID, int], Awaitable[Change | None]]
+# What a pass can repair: the `kind` label of modelruns_reconciler_repairs.
+REPAIR_KINDS = (
+    "queued_run_started",
+    "cancel_carried_out",
+    "lease_expired",
+    "timed_out",
+    "stop_forced",
+    "held_finish_released",
+)
 
 
 class Reconciler:
@@ -55,28 +70,30 @@ class Reconciler:
         done: Counter[str] = Counter()
         stale = self.settings.reconcile_seconds
         for row in await self.repo.scan("stale_queued_runs", stale, BATCH):
-            change = await self.engine.advance(row["id"])
+            with repairing("queued_run_started", row["id"]):
+                change = await self.engine.advance(row["id"])
             if change is not None and change.events:
                 done["queued_run_started"] += 1
         for row in await self.repo.scan("cancelling_runs", stale, BATCH):
-            change = await self.engine.advance(row["id"])
+            with repairing("cancel_carried_out", row["id"]):
+                change = await self.engine.advance(row["id"])
             if change is not None and change.events:
                 done["cancel_carried_out"] += 1
         # Heartbeats travel over the broker: while it is away, or has just come back, silence
         # says nothing about the workers.
         if self.broker.up_for() >= self.settings.step_lease_seconds:
             for row in await self.repo.scan("expired_leases", BATCH):
-                if await self._changed(self.engine.expire_lease(row["run_id"], row["id"], row["attempt"])):
+                if await self._changed("lease_expired", row, self.engine.expire_lease):
                     done["lease_expired"] += 1
         grace = self.settings.step_lease_seconds
         for row in await self.repo.scan("overdue_steps", grace, BATCH):
-            if await self._changed(self.engine.time_out(row["run_id"], row["id"], row["attempt"])):
+            if await self._changed("timed_out", row, self.engine.time_out):
                 done["timed_out"] += 1
         for row in await self.repo.scan("overdue_stops", self.settings.cancel_deadline_seconds, BATCH):
-            if await self._changed(self.engine.force_stop(row["run_id"], row["id"], row["attempt"])):
+            if await self._changed("stop_forced", row, self.engine.force_stop):
                 done["stop_forced"] += 1
         for row in await self.repo.scan("stale_held_finishes", grace, BATCH):
-            if await self._changed(self.engine.release_held_finish(row["run_id"], row["id"], row["attempt"])):
+            if await self._changed("held_finish_released", row, self.engine.release_held_finish):
                 done["held_finish_released"] += 1
         if done:
             log.info("reconciled", extra={"action": "reconcile.repaired", **dict(done)})
@@ -86,6 +103,14 @@ class Reconciler:
         return done
 
     @staticmethod
-    async def _changed(pending: Awaitable[Change | None]) -> bool:
-        change = await pending
+    async def _changed(kind: str, row: Record, act: StepRepair) -> bool:
+        with repairing(kind, row["run_id"], step_id=row["id"], attempt=row["attempt"]):
+            change = await act(row["run_id"], row["id"], row["attempt"])
         return change is not None and bool(change.events or change.dirty_steps)
+
+
+def repairing(kind: str, run_id: UUID, **ids: Any) -> Any:
+    """Each repair starts a trace of its own, which the messages it sends carry on."""
+    attributes = {"modelruns.repair": kind, "modelruns.run_id": str(run_id)}
+    attributes.update({f"modelruns.{name}": str(value) for name, value in ids.items()})
+    return tracing.span(f"reconcile {kind}", attributes=attributes)

@@ -10,7 +10,7 @@ import socket
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from orchestrator.acking import settling
+from orchestrator.acking import Consume, Handler, settling
 from orchestrator.change import Change
 from orchestrator.engine import Engine
 from orchestrator.metrics import OrchestratorMetrics
@@ -20,6 +20,7 @@ from shared import amqp
 from shared.amqp import Broker
 from shared.db.pool import wait_for_pool
 from shared.errors import InvalidMessage
+from shared.events import TERMINAL_RUN_EVENTS
 from shared.messages import (
     RunCommand,
     StepDispatch,
@@ -48,20 +49,40 @@ class Orchestrator:
         self.ops: OpsServer | None = None
 
     def observe(self, change: Change) -> None:
-        for event in change.events:
-            self.metrics.events.labels(event.type).inc()
+        self.metrics.observe(change)
+        for fact in change.events:
+            if fact.type in TERMINAL_RUN_EVENTS:
+                log.info(
+                    "run finished",
+                    extra={
+                        "action": "run.finished",
+                        "run_id": str(change.run.id),
+                        "tenant_id": change.run.tenant_id,
+                        "status": fact.type.rsplit(".", 1)[1],
+                    },
+                )
+
+    async def refresh(self) -> None:
+        depth, oldest = await self.publisher.depth()
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest.set(oldest)
+        self.metrics.published.set(self.publisher.published)
 
     async def readiness(self) -> dict[str, str]:
         checks = {"postgres": "ok", "rabbitmq": "ok" if self.broker.up_for() > 0 else "down"}
         try:
-            depth, oldest = await self.publisher.depth()
+            await self.refresh()
         except Exception:
             checks["postgres"] = "down"
-        else:
-            self.metrics.outbox_depth.set(depth)
-            self.metrics.outbox_oldest.set(oldest)
-            self.metrics.published.set(self.publisher.published)
         return checks
+
+    def settle(self, queue: str, handler: Handler) -> Consume:
+        return settling(
+            queue,
+            handler,
+            count=lambda outcome: self.metrics.messages.labels(queue, outcome).inc(),
+            lag=self.metrics.consumer_lag.labels(queue).observe,
+        )
 
     async def start(self) -> None:
         self.pool = await wait_for_pool(self.settings.database_url, max_size=self.settings.database_pool_size)
@@ -82,9 +103,9 @@ class Orchestrator:
         )
         self.channel = await self.broker.channel(confirms=False, prefetch=PREFETCH)
         queues = await amqp.declare_orchestrator_queues(self.channel)
-        await queues[amqp.COMMANDS_QUEUE].consume(settling(amqp.COMMANDS_QUEUE, self.on_command))
+        await queues[amqp.COMMANDS_QUEUE].consume(self.settle(amqp.COMMANDS_QUEUE, self.on_command))
         await queues[amqp.WORKER_EVENTS_QUEUE].consume(
-            settling(amqp.WORKER_EVENTS_QUEUE, self.on_worker_event)
+            self.settle(amqp.WORKER_EVENTS_QUEUE, self.on_worker_event)
         )
         await queues[amqp.DEAD_QUEUE].consume(self.on_dead_letter)
         self.tasks = [
@@ -93,7 +114,11 @@ class Orchestrator:
         ]
         if self.settings.ops_port is not None:
             self.ops = OpsServer(
-                self.settings.http_host, self.settings.ops_port, self.metrics.registry, self.readiness
+                self.settings.http_host,
+                self.settings.ops_port,
+                self.metrics.registry,
+                self.readiness,
+                refresh=self.refresh,
             )
             await self.ops.start()
         self.publisher.wake()

@@ -48,6 +48,24 @@ def work_queue_arguments() -> dict[str, Any]:
     }
 
 
+# When a message was published (Unix seconds, a float: the AMQP timestamp property has whole
+# seconds only); consumers measure their lag from it.
+SENT_AT_HEADER = "x-modelruns-sent-at"
+
+
+def message_headers(trace: dict[str, str]) -> dict[str, Any]:
+    """The headers every modelruns message carries: its trace context and when it was sent."""
+    return {**trace, SENT_AT_HEADER: time.time()}
+
+
+def lag_of(headers: dict[str, Any] | None) -> float | None:
+    """Seconds since the message was sent, by the header above; None when it has none."""
+    sent = (headers or {}).get(SENT_AT_HEADER)
+    if not isinstance(sent, (int, float)) or isinstance(sent, bool):
+        return None
+    return max(0.0, time.time() - float(sent))
+
+
 def pool_queue(pool: str) -> str:
     return f"{STEPS}.{pool}"
 

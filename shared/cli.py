@@ -282,7 +282,18 @@ async def serve_until_signalled(settings: Settings, names: Sequence[str]) -> int
 def serve_command(ctx: typer.Context, names: Sequence[str], settings: Settings | None = None) -> None:
     settings = settings or settings_of(ctx)
     configure_logs(settings)
-    raise typer.Exit(run_async(serve_until_signalled(settings, names)))
+    from shared import tracing
+
+    # Opt-in by the standard OTEL_* environment; the SDK reads its own variables from there too.
+    try:
+        tracing.configure("modelruns-" + names[0] if len(names) == 1 else "modelruns", os.environ)
+    except ConfigurationError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from exc
+    try:
+        code = run_async(serve_until_signalled(settings, names))
+    finally:
+        tracing.shutdown()
+    raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from shared import tracing
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -26,6 +28,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_extras(record))
+        # Logged under a recorded span: the ids that find the line's trace.
+        entry.update(tracing.current_ids())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()

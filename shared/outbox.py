@@ -17,7 +17,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pydantic import BaseModel
 
-from shared import amqp, jsonutil
+from shared import amqp, jsonutil, tracing
 from shared.db import queries
 from shared.db.pool import CONNECTION_ERRORS, Conn
 from shared.events import CONTENT_TYPE
@@ -37,6 +37,8 @@ class Outgoing:
     mandatory: bool
     content_type: str = "application/json"
     available_at: datetime = field(default_factory=utc_now)
+    # The trace context to continue when it is sent; empty: that of the transaction writing it.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def internal(
@@ -54,6 +56,7 @@ def public(routing_key: str, event: dict[str, Any]) -> Outgoing:
 async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
     if not messages:
         return
+    context = tracing.carrier()
     await conn.execute(
         Q.insert,
         [m.exchange for m in messages],
@@ -63,6 +66,7 @@ async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
         [m.message_id for m in messages],
         [m.mandatory for m in messages],
         [m.available_at for m in messages],
+        [m.headers or context for m in messages],
     )
 
 
@@ -109,15 +113,17 @@ class OutboxPublisher:
                 assert self._channel is not None
                 await amqp.declare_pool_queue(self._channel, row["routing_key"])
                 self._pool_queues.add(row["routing_key"])
-            message = aio_pika.Message(
-                bytes(row["body"]),
-                content_type=row["content_type"],
-                message_id=row["message_id"],
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
-            await exchange.publish(
-                message, row["routing_key"], mandatory=row["mandatory"], timeout=PUBLISH_TIMEOUT
-            )
+            with tracing.publishing(row["exchange"], row["routing_key"], parent=row["headers"]):
+                message = aio_pika.Message(
+                    bytes(row["body"]),
+                    content_type=row["content_type"],
+                    message_id=row["message_id"],
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers=amqp.message_headers(tracing.carrier()),
+                )
+                await exchange.publish(
+                    message, row["routing_key"], mandatory=row["mandatory"], timeout=PUBLISH_TIMEOUT
+                )
 
         # Exchanges are looked up once before the pipelined publish, so a reconnect is paid once.
         await self._exchange(amqp.RESULTS)

@@ -1,6 +1,6 @@
 -- name: claim
 -- Rows another publisher holds are skipped, so any number of publishers share the outbox.
-SELECT id, exchange, routing_key, body, content_type, message_id, mandatory, attempts
+SELECT id, exchange, routing_key, body, content_type, message_id, mandatory, attempts, headers
 FROM outbox
 WHERE available_at <= now()
 ORDER BY id
@@ -17,8 +17,8 @@ SET attempts = attempts + 1,
 WHERE id = ANY($1::bigint[]);
 
 -- name: insert
-INSERT INTO outbox (exchange, routing_key, body, content_type, message_id, mandatory, available_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::timestamptz[]);
+INSERT INTO outbox (exchange, routing_key, body, content_type, message_id, mandatory, available_at, headers)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::boolean[], $7::timestamptz[], $8::jsonb[]);
 
 -- name: depth
 SELECT count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_seconds

@@ -64,4 +64,5 @@ class WorkerCollector(Collector):
 def worker_registry(worker: Worker) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(worker))
+    registry.register(worker.consumer_lag)
     return registry

@@ -22,7 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pydantic import BaseModel
 
-from shared import amqp
+from shared import amqp, tracing
 from shared.errors import BrokerUnavailable
 from shared.messages import encode
 
@@ -40,6 +40,8 @@ class Pending:
     type: str
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     confirmed: asyncio.Future[None] | None = None
+    # The trace context it was queued in (the attempt's), continued when it is finally sent.
+    trace: dict[str, str] = field(default_factory=tracing.carrier)
 
 
 class EventPublisher:
@@ -124,16 +126,18 @@ class EventPublisher:
 
     @staticmethod
     async def _publish(exchange: AbstractExchange, item: Pending, timeout: float) -> None:
-        message = aio_pika.Message(
-            item.body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=item.message_id,
-            type=item.type,
-        )
-        # mandatory: a confirm alone also confirms a message that reached no queue; the channel
-        # raises on the return, and that is a failure to retry.
-        await exchange.publish(message, amqp.WORKER_EVENT_KEY, mandatory=True, timeout=timeout)
+        with tracing.publishing(amqp.WORKER_EVENTS, amqp.WORKER_EVENT_KEY, parent=item.trace):
+            message = aio_pika.Message(
+                item.body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=item.message_id,
+                type=item.type,
+                headers=amqp.message_headers(tracing.carrier()),
+            )
+            # mandatory: a confirm alone also confirms a message that reached no queue; the channel
+            # raises on the return, and that is a failure to retry.
+            await exchange.publish(message, amqp.WORKER_EVENT_KEY, mandatory=True, timeout=timeout)
 
     def _note_failure(self, error: BaseException) -> None:
         now = time.monotonic()

@@ -26,10 +26,10 @@ from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
-from shared import amqp
+from shared import amqp, tracing
 from shared.errors import ConfigurationError, InvalidMessage
 from shared.messages import StepDispatch, StepRef, StopStep, WorkerHeartbeat, decode
-from shared.ops import OpsServer
+from shared.ops import OpsServer, lag_histogram
 from shared.settings import Settings
 from worker.attempt import Attempt, Key
 from worker.context import Policy
@@ -77,6 +77,7 @@ class Worker:
         self.attempts: dict[Key, Attempt] = {}
         self.steps_total: Counter[str] = Counter()
         self.dispatches_total: Counter[str] = Counter()
+        self.consumer_lag = lag_histogram()
         self.ops_port: int | None = None
         self.ready = asyncio.Event()
         self._recent: OrderedDict[Key, None] = OrderedDict()
@@ -307,6 +308,10 @@ class Worker:
             await self._settle(message.reject(requeue=False))
             return
         key: Key = (dispatch.run_id, dispatch.step_id, dispatch.attempt)
+        queue = amqp.pool_queue(message.routing_key or "")
+        lag = amqp.lag_of(message.headers)
+        if lag is not None:
+            self.consumer_lag.labels(queue).observe(lag)
         running = self.attempts.get(key)
         if running is not None:
             # Redelivered after a reconnect while it runs here: one attempt, acknowledged once started.
@@ -336,13 +341,25 @@ class Worker:
         if self.busy >= self.capacity:
             self._want_consuming()
         task = asyncio.create_task(
-            self._run_attempt(attempt), name=f"attempt-{dispatch.step_id}-{dispatch.attempt}"
+            self._run_attempt(attempt, queue, message),
+            name=f"attempt-{dispatch.step_id}-{dispatch.attempt}",
         )
         self._attempt_tasks[key] = task
 
-    async def _run_attempt(self, attempt: Attempt) -> None:
+    async def _run_attempt(self, attempt: Attempt, queue: str, message: AbstractIncomingMessage) -> None:
         try:
-            ending = await attempt.run()
+            # The attempt and everything it sends continue the trace of its dispatch.
+            with tracing.consuming(queue, message.headers, message.message_id) as span:
+                span.set_attributes(
+                    {
+                        "modelruns.run_id": str(attempt.key[0]),
+                        "modelruns.step_id": str(attempt.key[1]),
+                        "modelruns.attempt": attempt.key[2],
+                        "modelruns.worker_id": self.worker_id,
+                    }
+                )
+                ending = await attempt.run()
+                span.set_attribute("modelruns.outcome", ending.outcome)
             self.steps_total[ending.outcome] += 1
         except asyncio.CancelledError:
             self.steps_total[attempt.ending.outcome if attempt.ending else "failed"] += 1
@@ -369,6 +386,11 @@ class Worker:
     # --- control and heartbeats -----------------------------------------------------------------
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        # A stop continues the trace of the decision that sent it (a cancel, a fence, a timeout).
+        with tracing.consuming(amqp.CONTROL, message.headers, message.message_id):
+            self._control(message)
+
+    def _control(self, message: AbstractIncomingMessage) -> None:
         try:
             stop = decode(StopStep, message.body)
         except InvalidMessage as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared import jsonutil
+from shared import jsonutil, tracing
 from shared.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def _dumps(value: Any) -> str:
 async def _init(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+    if tracing.enabled():
+        # Only when tracing: with a logger, asyncpg times every query.
+        conn.add_query_logger(tracing.record_query)
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

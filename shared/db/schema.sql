@@ -130,7 +130,9 @@ CREATE TABLE outbox (
     mandatory     boolean NOT NULL,
     attempts      integer NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
-    available_at  timestamptz NOT NULL DEFAULT now()
+    available_at  timestamptz NOT NULL DEFAULT now(),
+    -- The W3C trace context (traceparent, tracestate) of the transaction that wrote the row.
+    headers       jsonb NOT NULL DEFAULT '{}'
 );
 
 CREATE INDEX outbox_available ON outbox (available_at, id);
