@@ -101,6 +101,7 @@ def stack(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         rate_limit_per_second="10000",
         rate_limit_burst="10000",
         worker_concurrency="8",
+        worker_allow_commands="true",
         log_format="json",
     )
     subprocess.run(

@@ -171,3 +171,9 @@ async def test_open_streams_end_when_the_gateway_stops(db_url: str, pool: asyncp
         assert (await stream.event())["id"] == "1"
         closing = asyncio.create_task(gw.client.close())
         await asyncio.wait_for(closing, 5.0)
+
+
+def test_keep_alive_comments_come_every_15_seconds() -> None:
+    # API.md's interval; the tests above shorten it to see comments quickly.
+    assert events_view.KEEPALIVE_SECONDS == 15.0
+    assert events_view.KEEPALIVE_FRAME.startswith(b":")
