@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -231,6 +232,8 @@ def test_one_image_whose_command_picks_the_role() -> None:
     assert json.loads(cmd)[0] in SERVICE_MODULES
     # Every package the distribution installs is copied into the build.
     copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.MULTILINE))
-    assert copied == {"shared", "gateway", "orchestrator", "worker", "examples"}
+    pyproject = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert copied == {pattern.rstrip("*") for pattern in packages}
     build = compose()["x-image"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
