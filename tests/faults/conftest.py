@@ -91,7 +91,9 @@ class Case:
         return run
 
     async def verify(self, timeout: float = 60.0) -> dict[str, dict[str, Any]]:
-        return await invariants.check(self.api, self.cluster.db_url, self.subscriber, self.runs, timeout=timeout)
+        return await invariants.check(
+            self.api, self.cluster.db_url, self.subscriber, self.runs, timeout=timeout
+        )
 
     async def db(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.cluster.db_url)
@@ -123,7 +125,12 @@ def restore(cluster: Cluster, rabbitmq: PrivateRabbitMQ, postgres: PrivatePostgr
 
 def modelruns(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "modelruns"), *args], env=cluster.env, capture_output=True, text=True, timeout=60, check=True
+        [str(BIN / "modelruns"), *args],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 

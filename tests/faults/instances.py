@@ -110,9 +110,7 @@ class PrivatePostgres:
 
     def stop(self, timeout: float = START_TIMEOUT) -> None:
         _check(
-            _as_owner(
-                [self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], self.owner
-            ),
+            _as_owner([self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], self.owner),
             timeout=timeout,
         )
         wait_until_down("127.0.0.1", self.port, timeout)

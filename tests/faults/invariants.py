@@ -172,7 +172,9 @@ async def check(
     while True:
         await subscriber.drain()
         missing = {
-            run_id: sorted({e["runseq"] for e in stored[run_id]} - {e["runseq"] for e in subscriber.of_run(run_id)})
+            run_id: sorted(
+                {e["runseq"] for e in stored[run_id]} - {e["runseq"] for e in subscriber.of_run(run_id)}
+            )
             for run_id in run_ids
         }
         missing = {k: v for k, v in missing.items() if v}

@@ -60,7 +60,9 @@ async def test_a_killed_orchestrator_loses_nothing_while_the_others_carry_on(cas
             await case.trigger(
                 body(
                     synthetic("prepare", duration_seconds=0.1),
-                    synthetic("train", "prepare", duration_seconds=0.3, results=[{"name": "t", "status": "passed"}]),
+                    synthetic(
+                        "train", "prepare", duration_seconds=0.3, results=[{"name": "t", "status": "passed"}]
+                    ),
                     synthetic("evaluate", "prepare", outcome="failed" if i % 7 == 0 else "succeeded"),
                 )
             )
