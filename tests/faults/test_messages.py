@@ -148,12 +148,16 @@ async def test_duplicated_reordered_and_late_events_have_no_effect_beyond_the_fi
     assert [(r["attempt"], r["seq"]) for r in stored] == [(1, 0), (1, 1), (2, 0)]
 
 
-async def test_poison_is_dead_lettered_with_a_log_line_and_no_crash_loop(case: Case, fake: FakeWorker) -> None:
+async def test_poison_is_dead_lettered_with_a_log_line_and_no_crash_loop(
+    case: Case, fake: FakeWorker
+) -> None:
     cluster = case.cluster
     starts = {name: s.starts for name, s in cluster.services.items()}
     poison_before = len(cluster.all_entries("message.poison"))
     dead_before = len(cluster.all_entries("message.dead"))
-    started = orjson.loads(encode(WorkerStarted(run_id=UUID(int=1), step_id=UUID(int=2), attempt=1, worker_id="x")))
+    started = orjson.loads(
+        encode(WorkerStarted(run_id=UUID(int=1), step_id=UUID(int=2), attempt=1, worker_id="x"))
+    )
     bodies = [
         b"{not json",
         orjson.dumps({**started, "v": 2}),
