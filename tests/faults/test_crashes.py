@@ -97,6 +97,7 @@ async def test_a_frozen_worker_is_fenced_and_its_late_events_ignored(case: Case)
     )
     worker = await running_on(case, run["id"], "slow")
     frozen = case.cluster[worker]
+    stops_before = len(frozen.actions("worker.stop_requested"))
     frozen.signal(signal.SIGSTOP)
     try:
         other = await running_on(case, run["id"], "slow", attempt=2, timeout=30)
@@ -112,7 +113,7 @@ async def test_a_frozen_worker_is_fenced_and_its_late_events_ignored(case: Case)
         frozen.signal(signal.SIGCONT)
     # Thawed, the worker goes on with attempt 1 and reports it; the orchestrator tells it to stop.
     await eventually(
-        lambda: asyncio.sleep(0, result=bool(frozen.actions("worker.stop_requested"))),
+        lambda: asyncio.sleep(0, result=len(frozen.actions("worker.stop_requested")) > stops_before),
         timeout=20,
         what="the thawed worker told to stop",
     )
@@ -127,8 +128,8 @@ async def test_a_frozen_worker_is_fenced_and_its_late_events_ignored(case: Case)
         await conn.close()
     assert after == before, "results of the fenced attempt were stored after it was given up"
     assert runs[run["id"]]["test_counts"]["total"] == 6
-    stops = frozen.actions("worker.stop_requested")
-    assert {s["reason"] for s in stops} <= {"worker_lost", "fenced"}
+    stops = frozen.actions("worker.stop_requested")[stops_before:]
+    assert stops and {s["reason"] for s in stops} <= {"worker_lost", "fenced"}
 
 
 async def test_sigterm_lets_a_short_step_finish_and_hands_a_long_one_back(case: Case) -> None:
