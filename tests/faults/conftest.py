@@ -4,10 +4,8 @@ object that remembers every run acknowledged so that the invariants can be check
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +13,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate
-from tests.e2e.conftest import BIN, Api, create_key
+from tests.e2e.conftest import Api, create_key
 from tests.faults import invariants
 from tests.faults.cluster import Cluster, base_env
 from tests.faults.instances import PrivatePostgres, PrivateRabbitMQ, private_root
@@ -121,18 +119,3 @@ def restore(cluster: Cluster, rabbitmq: PrivateRabbitMQ, postgres: PrivatePostgr
         postgres.start()
     rabbitmq.start_app()
     cluster.ensure()
-
-
-def modelruns(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "modelruns"), *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-
-
-def log_dir(cluster: Cluster) -> Path:
-    return cluster.log_dir

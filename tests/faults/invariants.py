@@ -127,9 +127,12 @@ async def check(
             "WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, runseq",
             run_ids,
         )
-        last = dict(
-            await conn.fetch("SELECT id::text, last_runseq FROM runs WHERE id = ANY($1::uuid[])", run_ids)
-        )
+        last: dict[str, int] = {
+            row["id"]: row["last_runseq"]
+            for row in await conn.fetch(
+                "SELECT id::text, last_runseq FROM runs WHERE id = ANY($1::uuid[])", run_ids
+            )
+        }
         results = await conn.fetch(
             "SELECT id::text, run_id::text, step_id::text, attempt, seq, name FROM test_results "
             "WHERE run_id = ANY($1::uuid[])",

@@ -22,7 +22,9 @@ async def running_on(case: Case, run_id: str, step: str, *, attempt: int = 1, ti
             return str(found["worker_id"])
         return None
 
-    return await eventually(probe, timeout=timeout, interval=0.05, what=f"{step} running attempt {attempt}")
+    worker = await eventually(probe, timeout=timeout, interval=0.05, what=f"{step} running attempt {attempt}")
+    assert worker is not None
+    return worker
 
 
 def events_of(case: Case, run_id: str, kind: str) -> list[dict[str, Any]]:

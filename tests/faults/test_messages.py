@@ -61,7 +61,9 @@ class FakeWorker:
             dispatch = decode(StepDispatch, message.body)
             return dispatch if dispatch.attempt == attempt else None
 
-        return await eventually(probe, timeout=20, what=f"the dispatch of attempt {attempt}")
+        dispatch = await eventually(probe, timeout=20, what=f"the dispatch of attempt {attempt}")
+        assert dispatch is not None
+        return dispatch
 
     async def heard(self, worker_id: str, reason: str, attempt: int) -> None:
         async def probe() -> bool:
@@ -91,7 +93,7 @@ async def fake(case: Case) -> AsyncIterator[FakeWorker]:
 
 
 def results(*seqs: int) -> list[ReportedResult]:
-    return [ReportedResult(seq=seq, name=f"r{seq}", status="passed") for seq in seqs]  # type: ignore[arg-type]
+    return [ReportedResult(seq=seq, name=f"r{seq}", status="passed") for seq in seqs]
 
 
 async def test_duplicated_reordered_and_late_events_have_no_effect_beyond_the_first(
@@ -108,7 +110,7 @@ async def test_duplicated_reordered_and_late_events_have_no_effect_beyond_the_fi
             attempt=1,
             worker_id="fake-a",
             outcome="failed",
-            error={"code": "step_failed", "message": "boom", "retryable": True},  # type: ignore[arg-type]
+            error={"code": "step_failed", "message": "boom", "retryable": True},
             results_count=2,
         )
     )
