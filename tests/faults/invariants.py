@@ -47,28 +47,40 @@ async def bind_subscriber(amqp_url: str) -> None:
 class Subscriber:
     amqp_url: str
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_subject: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     deliveries: int = 0
 
+    def _take(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.deliveries += 1
+        event = orjson.loads(message.body)
+        assert message.message_id == event["id"], "message_id is not the event id"
+        known = self.events.setdefault(event["id"], event)
+        assert known == event, f"two different events share the id {event['id']}"
+        self.by_subject[event["subject"]][event["id"]] = event
+
     async def drain(self) -> None:
+        """Takes everything the queue holds now."""
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel()
-            queue = await channel.get_queue(SUBSCRIBER_QUEUE)
-            while True:
-                message = await queue.get(no_ack=True, fail=False)
-                if message is None:
-                    return
-                self.deliveries += 1
-                event = orjson.loads(message.body)
-                assert message.message_id == event["id"], "message_id is not the event id"
-                known = self.events.setdefault(event["id"], event)
-                assert known == event, f"two different events share the id {event['id']}"
+            await channel.set_qos(prefetch_count=1000)
+            queue = await channel.declare_queue(SUBSCRIBER_QUEUE, passive=True)
+            while (count := queue.declaration_result.message_count or 0) > 0:
+                got = 0
+                # Acknowledged one by one: deliveries beyond `count` go back to the queue unread.
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        self._take(message)
+                        await message.ack()
+                        got += 1
+                        if got >= count:
+                            break
+                queue = await channel.declare_queue(SUBSCRIBER_QUEUE, passive=True)
         finally:
             await connection.close()
 
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
-        subject = f"model-runs/{run_id}"
-        return sorted((e for e in self.events.values() if e["subject"] == subject), key=lambda e: e["runseq"])
+        return sorted(self.by_subject[f"model-runs/{run_id}"].values(), key=lambda e: e["runseq"])
 
 
 async def wait_terminal(api: Api, run_ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -76,19 +88,18 @@ async def wait_terminal(api: Api, run_ids: list[str], timeout: float) -> dict[st
     done: dict[str, dict[str, Any]] = {}
     while True:
         for run_id in [r for r in run_ids if r not in done]:
-            run = await api.run(run_id)
-            if run["status"] in TERMINAL:
+            status, run = await api.call("GET", f"/model-runs/{run_id}")
+            assert status in (200, 404), (status, run)
+            if status == 404 or run["status"] in TERMINAL:
                 done[run_id] = run
-        if len(done) == len(run_ids):
+        if len(done) == len(run_ids) or time.monotonic() > deadline:
             return done
-        if time.monotonic() > deadline:
-            stuck = {r: (await api.run(r))["status"] for r in run_ids if r not in done}
-            raise AssertionError(f"{len(stuck)} run(s) not terminal after {timeout}s: {stuck}")
         await asyncio.sleep(0.2)
 
 
-def check_transitions(run_id: str, events: list[dict[str, Any]]) -> None:
-    """Replays a run's events through the state machines' edges."""
+def illegal_transitions(run_id: str, events: list[dict[str, Any]]) -> list[str]:
+    """Replays a run's events through the state machines' edges; returns what they forbid."""
+    found: list[str] = []
     run_status: RunStatus | None = None
     steps: dict[str, StepStatus] = {}
     allowed_run = run_edges()
@@ -98,45 +109,76 @@ def check_transitions(run_id: str, events: list[dict[str, Any]]) -> None:
         data = event["data"]
         if entity == "run":
             new = RunStatus(data["status"])
-            if run_status is None:
-                assert new is RunStatus.QUEUED, f"run {run_id} begins {new}"
-            elif new is not run_status:
-                assert (run_status, new) in allowed_run, f"run {run_id}: {run_status} -> {new} is illegal"
+            if run_status is None and new is not RunStatus.QUEUED:
+                found.append(f"run {run_id} begins {new}")
+            elif run_status is not None and new is not run_status and (run_status, new) not in allowed_run:
+                found.append(f"run {run_id}: {run_status} -> {new}")
             run_status = new
         elif entity == "step":
             old = steps.get(data["id"], StepStatus.PENDING)
             new_step = StepStatus(data["status"])
-            assert (old, new_step) in allowed_step, (
-                f"run {run_id} step {data['name']}: {old} -> {new_step} ({event['type']}) is illegal"
-            )
+            if (old, new_step) not in allowed_step:
+                found.append(f"run {run_id} step {data['name']}: {old} -> {new_step} ({event['type']})")
             steps[data["id"]] = new_step
-    assert events and events[-1]["type"] in TERMINAL_RUN_EVENTS, (
-        f"run {run_id}: the last event is {events[-1]['type'] if events else None}, not the run's end"
-    )
+    if not events or events[-1]["type"] not in TERMINAL_RUN_EVENTS:
+        found.append(f"run {run_id}: the last event is {events[-1]['type'] if events else None}")
+    return found
 
 
-async def check(
+@dataclass
+class Audit:
+    """What went wrong, by kind; empty lists everywhere is the promise kept."""
+
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    illegal: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+
+    def problems(self) -> dict[str, list[str]]:
+        kinds = {
+            "lost": self.lost,
+            "stuck": self.stuck,
+            "duplicated": self.duplicated,
+            "illegal": self.illegal,
+            "gaps": self.gaps,
+        }
+        return {kind: found for kind, found in kinds.items() if found}
+
+
+async def audit(
     api: Api, db_url: str, subscriber: Subscriber, run_ids: list[str], *, timeout: float = 60.0
-) -> dict[str, dict[str, Any]]:
-    """Every invariant over `run_ids`; returns the runs as the API shows them at the end."""
-    runs = await wait_terminal(api, run_ids, timeout)
+) -> Audit:
+    """Every invariant over `run_ids`, each broken one counted."""
+    result = Audit()
+    seen = await wait_terminal(api, run_ids, timeout)
+    for run_id in run_ids:
+        run = seen.get(run_id)
+        if run is None or "status" not in run:
+            result.lost.append(run_id)
+        elif run["status"] not in TERMINAL:
+            result.stuck.append(f"{run_id} {run['status']}")
+        else:
+            result.runs[run_id] = run
+    finished = list(result.runs)
     conn = await asyncpg.connect(db_url)
     try:
         rows = await conn.fetch(
             "SELECT run_id::text, runseq, event_id::text, body::text FROM run_events "
             "WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, runseq",
-            run_ids,
+            finished,
         )
         last: dict[str, int] = {
             row["id"]: row["last_runseq"]
             for row in await conn.fetch(
-                "SELECT id::text, last_runseq FROM runs WHERE id = ANY($1::uuid[])", run_ids
+                "SELECT id::text, last_runseq FROM runs WHERE id = ANY($1::uuid[])", finished
             )
         }
         results = await conn.fetch(
             "SELECT id::text, run_id::text, step_id::text, attempt, seq, name FROM test_results "
             "WHERE run_id = ANY($1::uuid[])",
-            run_ids,
+            finished,
         )
     finally:
         await conn.close()
@@ -146,29 +188,35 @@ async def check(
         body = orjson.loads(row["body"])
         assert body["id"] == row["event_id"] and body["runseq"] == row["runseq"]
         stored[row["run_id"]].append(body)
-    for run_id in run_ids:
+    for run_id in finished:
         events = stored[run_id]
-        assert [e["runseq"] for e in events] == list(range(1, last[run_id] + 1)), f"run {run_id}: gaps"
-        check_transitions(run_id, events)
+        if [e["runseq"] for e in events] != list(range(1, last[run_id] + 1)):
+            result.gaps.append(f"run {run_id}: stored runseqs are not 1..{last[run_id]}")
+        result.illegal += illegal_transitions(run_id, events)
         workers: dict[tuple[str, int], set[str]] = defaultdict(set)
         for event in events:
             if event["type"] == "modelruns.step.started":
                 workers[(event["data"]["id"], event["data"]["attempt"])].add(event["data"]["worker_id"])
-        several = {k: v for k, v in workers.items() if len(v) > 1}
-        assert not several, f"run {run_id}: attempts with more than one accepted worker: {several}"
-        assert runs[run_id]["status"] == events[-1]["data"]["status"]
+        result.duplicated += [
+            f"run {run_id} step {step} attempt {attempt}: accepted {sorted(ids)}"
+            for (step, attempt), ids in workers.items()
+            if len(ids) > 1
+        ]
+        if events and result.runs[run_id]["status"] != events[-1]["data"]["status"]:
+            result.illegal.append(f"run {run_id}: the API and the event log disagree")
 
-    keys = [(r["step_id"], r["attempt"], r["seq"]) for r in results]
-    assert len(keys) == len(set(keys)), "a test result is stored twice"
-    names = [(r["step_id"], r["attempt"], r["name"]) for r in results]
-    assert len(names) == len(set(names)), "a reported test appears twice in one attempt"
+    for what, key in [("seq", "seq"), ("name", "name")]:
+        keys = [(r["step_id"], r["attempt"], r[key]) for r in results]
+        result.duplicated += [f"test result {k} stored twice (by {what})" for k in _repeats(keys)]
     reported = [
         e["data"]["id"]
         for events in stored.values()
         for e in events
         if e["type"] == "modelruns.test_result.reported"
     ]
-    assert sorted(reported) == sorted(r["id"] for r in results), "published results differ from stored ones"
+    result.duplicated += [f"test result {k} published twice" for k in _repeats(reported)]
+    if sorted(set(reported)) != sorted(r["id"] for r in results):
+        result.duplicated.append("published test results differ from the stored ones")
 
     # The subscriber sees the same facts, at least once each: every event id, no runseq taken twice.
     deadline = time.monotonic() + timeout
@@ -178,19 +226,38 @@ async def check(
             run_id: sorted(
                 {e["runseq"] for e in stored[run_id]} - {e["runseq"] for e in subscriber.of_run(run_id)}
             )
-            for run_id in run_ids
+            for run_id in finished
         }
         missing = {k: v for k, v in missing.items() if v}
-        if not missing:
+        if not missing or time.monotonic() > deadline:
             break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"events never reached the subscriber: {missing}")
         await asyncio.sleep(0.2)
-    for run_id in run_ids:
-        seen = subscriber.of_run(run_id)
-        assert [e["runseq"] for e in seen] == list(range(1, last[run_id] + 1)), f"run {run_id}: repeats"
-        assert [e["id"] for e in seen] == [e["id"] for e in stored[run_id]], f"run {run_id}: other events"
-    return runs
+    result.gaps += [
+        f"run {run_id}: runseqs {seqs} never reached the subscriber" for run_id, seqs in missing.items()
+    ]
+    for run_id in finished:
+        got = subscriber.of_run(run_id)
+        seqs = [e["runseq"] for e in got]
+        result.duplicated += [f"run {run_id}: runseq {n} published under two ids" for n in _repeats(seqs)]
+        if [e["id"] for e in got] != [e["id"] for e in stored[run_id]] and not missing.get(run_id):
+            result.gaps.append(f"run {run_id}: the subscriber saw other events than the log holds")
+    return result
+
+
+def _repeats(values: list[Any]) -> list[Any]:
+    counts: dict[Any, int] = defaultdict(int)
+    for value in values:
+        counts[value] += 1
+    return [value for value, n in counts.items() if n > 1]
+
+
+async def check(
+    api: Api, db_url: str, subscriber: Subscriber, run_ids: list[str], *, timeout: float = 60.0
+) -> dict[str, dict[str, Any]]:
+    """Every invariant over `run_ids`; returns the runs as the API shows them at the end."""
+    found = await audit(api, db_url, subscriber, run_ids, timeout=timeout)
+    assert not found.problems(), found.problems()
+    return found.runs
 
 
 async def outbox_drains(db_url: str, timeout: float = 30.0) -> None:
