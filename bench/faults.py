@@ -96,6 +96,7 @@ class Torture:
     faults: list[Fault] = field(default_factory=list)
     done_triggering: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    restarting: set[str] = field(default_factory=set)
     terminal: int = 0
     finished_at: list[float] = field(default_factory=list)
 
@@ -135,7 +136,11 @@ class Torture:
                 continue
             # Two worker kills for one orchestrator kill, among those running now.
             kind = self.rng.choice(("worker", "worker", "orchestrator"))
-            names = [n for n in (WORKERS if kind == "worker" else ORCHESTRATORS) if self.cluster[n].alive()]
+            names = [
+                n
+                for n in (WORKERS if kind == "worker" else ORCHESTRATORS)
+                if self.cluster[n].alive() and n not in self.restarting
+            ]
             if not names:
                 continue
             victim = self.cluster[self.rng.choice(names)]
@@ -146,6 +151,7 @@ class Torture:
                 )
                 fault.affected = {row["id"]: row["attempt"] for row in rows}
             victim.kill()
+            self.restarting.add(victim.name)
             self.faults.append(fault)
             restarts.append(asyncio.create_task(self.restart(victim, self.rng.uniform(0.5, 3.0))))
         await asyncio.gather(*restarts)
@@ -154,6 +160,7 @@ class Torture:
         await asyncio.sleep(after)
         await asyncio.to_thread(service.start)
         await asyncio.to_thread(service.wait_ready, 120)
+        self.restarting.discard(service.name)
 
     async def broker_restart(self) -> None:
         await asyncio.to_thread(self.rabbitmq.stop_app)
