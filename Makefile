@@ -29,13 +29,13 @@ db: venv
 test: venv services
 	@test -x "$${CHROMIUM_PATH:-/usr/bin/chromium}" || echo "make test: the browser tests (tests/browser) need Chromium and fail without it: apt-get install chromium (.ci/run installs it)" >&2
 	$(BIN)/ruff check .
-	$(BIN)/mypy gateway orchestrator worker shared examples tests modelruns_client
+	$(BIN)/mypy gateway orchestrator worker shared examples tests modelruns_client bench
 	$(WITH_SERVICES) $(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway orchestrator worker shared examples tests modelruns_client
+	$(BIN)/mypy gateway orchestrator worker shared examples tests modelruns_client bench
 
 format: venv
 	$(BIN)/ruff check --fix .

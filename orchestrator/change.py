@@ -144,9 +144,7 @@ class Change:
 
     def tell_stop(self, run_id: UUID, step_id: UUID, attempt: int, worker_id: str, reason: str) -> None:
         message = StopStep(run_id=run_id, step_id=step_id, attempt=attempt, reason=reason)
-        self.messages.append(
-            outbox.internal(amqp.CONTROL, amqp.control_key(worker_id), message, f"stop:{uuid4()}")
-        )
+        self.messages.append(outbox.control(worker_id, message, f"stop:{uuid4()}"))
 
     # -- step moves --------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import asyncpg
 from orchestrator.change import Change
 from orchestrator.repository import LostRace, Repository
 from orchestrator.state import StepState
-from shared import amqp, outbox
+from shared import outbox
 from shared.db.pool import Conn
 from shared.messages import (
     StepDispatch,
@@ -249,11 +249,8 @@ class Engine:
         if stops:
             await self.send(
                 [
-                    outbox.internal(
-                        amqp.CONTROL,
-                        amqp.control_key(event.worker_id),
-                        stop,
-                        f"stop:{stop.step_id}:{stop.attempt}:{event.worker_id}",
+                    outbox.control(
+                        event.worker_id, stop, f"stop:{stop.step_id}:{stop.attempt}:{event.worker_id}"
                     )
                     for stop in stops
                 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -52,6 +53,11 @@ class Reconciler:
         self.broker = broker
         self.settings = settings
         self.repairs: Counter[str] = Counter()
+        # Since when this orchestrator has reached Postgres without a break (see `once`).
+        self._db_up_since: float | None = time.monotonic()
+
+    def db_up_for(self) -> float:
+        return 0.0 if self._db_up_since is None else time.monotonic() - self._db_up_since
 
     async def run(self) -> None:
         while True:
@@ -59,6 +65,7 @@ class Reconciler:
             try:
                 await self.once()
             except CONNECTION_ERRORS as exc:
+                self._db_up_since = None
                 log.warning(
                     "postgres unavailable for the reconciler",
                     extra={"action": "reconcile.db_down", "error": repr(exc)},
@@ -69,7 +76,10 @@ class Reconciler:
     async def once(self) -> Counter[str]:
         done: Counter[str] = Counter()
         stale = self.settings.reconcile_seconds
-        for row in await self.repo.scan("stale_queued_runs", stale, BATCH):
+        queued = await self.repo.scan("stale_queued_runs", stale, BATCH)
+        if self._db_up_since is None:
+            self._db_up_since = time.monotonic()
+        for row in queued:
             with repairing("queued_run_started", row["id"]):
                 change = await self.engine.advance(row["id"])
             if change is not None and change.events:
@@ -79,9 +89,11 @@ class Reconciler:
                 change = await self.engine.advance(row["id"])
             if change is not None and change.events:
                 done["cancel_carried_out"] += 1
-        # Heartbeats travel over the broker: while it is away, or has just come back, silence
-        # says nothing about the workers.
-        if self.broker.up_for() >= self.settings.step_lease_seconds:
+        # Heartbeats travel over the broker and renew leases in Postgres: while either is away
+        # from this orchestrator, or has just come back, silence says nothing about the workers
+        # (the beats held meanwhile are handled first).
+        lease = self.settings.step_lease_seconds
+        if self.broker.up_for() >= lease and self.db_up_for() >= lease:
             for row in await self.repo.scan("expired_leases", BATCH):
                 if await self._changed("lease_expired", row, self.engine.expire_lease):
                     done["lease_expired"] += 1

@@ -95,7 +95,11 @@ async def declare_pool_queue(channel: AbstractChannel, pool: str) -> AbstractQue
 
 async def declare_orchestrator_queues(channel: AbstractChannel) -> dict[str, AbstractQueue]:
     await declare_exchanges(channel)
-    dead = await channel.declare_queue(DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    # The dead queue has a limit too, and no dead-letter exchange of its own: a dead message whose
+    # handling keeps failing is dropped after the limit instead of being redelivered for ever.
+    dead = await channel.declare_queue(
+        DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
+    )
     await dead.bind(DEAD)
     return {
         COMMANDS_QUEUE: await declare_work_queue(channel, COMMANDS_QUEUE, COMMANDS, COMMAND_KEYS),

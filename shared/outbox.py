@@ -48,6 +48,13 @@ def internal(
     return Outgoing(exchange, routing_key, encode(message), message_id, True, available_at=at or utc_now())
 
 
+def control(worker_id: str, message: BaseModel, message_id: str) -> Outgoing:
+    """A stop for one worker: not mandatory. Its queue is exclusive and goes with the worker, so an
+    unroutable stop means nobody is left to tell; retrying it would keep it in the outbox for
+    ever. A worker that was only cut off hears the stop again in answer to its next heartbeat."""
+    return Outgoing(amqp.CONTROL, amqp.control_key(worker_id), encode(message), message_id, False)
+
+
 def public(routing_key: str, event: dict[str, Any]) -> Outgoing:
     """A fact for the results exchange: not mandatory, since nobody has to listen."""
     return Outgoing(amqp.RESULTS, routing_key, jsonutil.dumps(event), str(event["id"]), False, CONTENT_TYPE)

@@ -240,6 +240,8 @@ def test_fail_fast_stops_the_rest_and_the_run_fails_only_once_all_stopped() -> N
     assert step(state, "c").stop_requested_at is not None
     stops = [m for m in ch.messages if m.exchange == amqp.CONTROL]
     assert [m.routing_key for m in stops] == ["worker.w2"]
+    # A stop whose worker is gone has no queue: it must not be retried for ever.
+    assert not any(m.mandatory for m in stops)
     assert run_status(state) is RunStatus.RUNNING
     ch = change(state)
     ch.cancel(step(state, "c"), "stopped")
