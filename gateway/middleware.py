@@ -27,6 +27,7 @@ from gateway.context import (
 from gateway.problems import ApiProblem
 from gateway.routes import TRIGGER, is_api_path, operation_of, route_template
 from shared.errors import DatabaseUnavailable
+from shared.models.validation import pointer
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         )
     if operation is not None and operation.scope not in principal.scopes:
         raise ApiProblem("forbidden", f"this API key lacks the scope {operation.scope!r}")
+    if operation is not None:
+        unknown = sorted(set(request.query) - set(operation.query))
+        if unknown:
+            known = ", ".join(operation.query) or "none"
+            raise ApiProblem(
+                "validation_error",
+                f"unknown query parameter {unknown[0]!r} (this operation takes: {known})",
+                errors=[(pointer((name,)), "unknown query parameter") for name in unknown],
+            )
     return await handler(request)
 
 

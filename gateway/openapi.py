@@ -121,7 +121,7 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         found.append({"$ref": "#/components/parameters/runId"})
     if "{stepId}" in operation.path:
         found.append({"$ref": "#/components/parameters/stepId"})
-    if operation.operation_id in ("listModelRuns", "listModelTestResults"):
+    if operation.query:
         statuses = [s.value for s in (RunStatus if operation.operation_id == "listModelRuns" else TestStatus)]
         found += [
             {

@@ -92,7 +92,7 @@ def record(report: FuzzReport, case: Any, response: Any, phase: str) -> None:
             ] += 1
     try:
         case.validate_response(response, checks=CHECKS)
-    except Exception as exc:  # a check's failure, whatever its class: recorded, then the next case
+    except (Exception, BaseExceptionGroup) as exc:  # a check's failure: recorded, then the next case
         body = response.text[:300] if hasattr(response, "text") else ""
         with report._lock:
             report.failures.append(
