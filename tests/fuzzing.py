@@ -40,6 +40,7 @@ CHECKS = [
 # The event stream of a real run lasts until the run ends; the fuzzer only ever reaches it with
 # ids that name nothing, so a short read timeout is no loss.
 TIMEOUT = 10.0
+STATEFUL_ROUND = 20
 VALID_TRIGGER: dict[str, Any] = {
     "model": {"name": "fuzzed", "version": "1"},
     "steps": [
@@ -58,6 +59,7 @@ class FuzzReport:
     stateful: dict[str, Counter[int]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     slowest: tuple[float, str] = (0.0, "")
+    rounds_cut: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -153,6 +155,16 @@ def fuzz(base_url: str, key: str, *, examples: int, stateful_examples: int, seed
         def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
             record(report, case, response, "stateful")
 
-    Machine.run(settings=_settings(stateful_examples, seed, stateful_step_count=8))
+    # In rounds: the server's state changes what a sequence can draw next, which hypothesis may
+    # take for a flaky strategy and end the round; the next round goes on with a fresh seed.
+    for round_ in range(0, stateful_examples, STATEFUL_ROUND):
+        try:
+            hypothesis.seed(seed + round_)(Machine.run)(
+                settings=_settings(
+                    min(STATEFUL_ROUND, stateful_examples - round_), seed, stateful_step_count=8
+                )
+            )
+        except hypothesis.errors.FlakyStrategyDefinition:
+            report.rounds_cut += 1
     report.seconds["stateful"] = time.monotonic() - started
     return report
