@@ -155,6 +155,8 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
     """Headers every answer carries, set as its headers go out (event streams included)."""
     response.headers[REQUEST_ID_HEADER] = request_id_of(request)
     response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    # aiohttp would announce "Python/3.x aiohttp/3.x": no versions for a caller to match to a CVE.
+    response.headers[hdrs.SERVER] = "modelruns"
     decision = request.get(RATE_DECISION)
     if decision is not None:
         response.headers.update(decision.headers())

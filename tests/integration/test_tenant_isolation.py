@@ -90,3 +90,22 @@ async def test_tenant_wide_routes_show_only_the_callers_runs(gw: Gateway) -> Non
     for status in ("queued", "cancelled"):
         page = await (await gw.get("/model-runs", key=gw.other, params={"status": status})).json()
         assert mine["id"] not in [r["id"] for r in page["model_runs"]]
+
+
+async def test_answers_leak_no_versions_and_are_not_cached(gw: Gateway) -> None:
+    run = await gw.trigger()
+    for method, path, key in (
+        ("GET", "/model-runs", gw.key),
+        ("GET", f"/model-runs/{run['id']}", gw.key),
+        ("GET", "/model-runs", "wrong"),
+        ("GET", "/nowhere", gw.key),
+        ("DELETE", "/model-runs", gw.key),
+        ("GET", "/healthz", gw.key),
+        ("GET", "/openapi.json", gw.key),
+    ):
+        resp = await gw.client.request(method, path, headers={"Authorization": f"Bearer {key}"})
+        server = resp.headers.get("Server", "")
+        assert "aiohttp" not in server and "Python" not in server and not any(c.isdigit() for c in server)
+        assert resp.headers["Cache-Control"] == "no-store", (method, path)
+        text = await resp.text()
+        assert "Traceback" not in text and "aiohttp" not in text, (method, path, text)
