@@ -159,7 +159,7 @@ def fuzz(base_url: str, key: str, *, examples: int, stateful_examples: int, seed
     # take for a flaky strategy and end the round; the next round goes on with a fresh seed.
     for round_ in range(0, stateful_examples, STATEFUL_ROUND):
         try:
-            hypothesis.seed(seed + round_)(Machine.run)(
+            Machine.run(
                 settings=_settings(
                     min(STATEFUL_ROUND, stateful_examples - round_), seed, stateful_step_count=8
                 )
