@@ -485,4 +485,4 @@ async def test_a_command_steps_scratch_is_private_and_removed(amqp_url: str, tmp
         assert (await orch.finished(step)).outcome == "succeeded"
     mode, scratch = probe.read_text().split(" ", 1)
     assert mode == "0o700"
-    assert not Path(scratch).exists()
+    assert not await asyncio.to_thread(Path(scratch).exists)
