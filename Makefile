@@ -28,13 +28,13 @@ db: venv
 
 test: venv services
 	$(BIN)/ruff check .
-	$(BIN)/mypy gateway orchestrator worker shared examples tests
+	$(BIN)/mypy gateway orchestrator worker shared examples tests bench
 	$(WITH_SERVICES) $(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway orchestrator worker shared examples tests
+	$(BIN)/mypy gateway orchestrator worker shared examples tests bench
 
 format: venv
 	$(BIN)/ruff check --fix .
