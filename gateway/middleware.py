@@ -29,6 +29,7 @@ from gateway.problems import ApiProblem
 from gateway.routes import TRIGGER, is_api_path, operation_of, route_template
 from shared import tracing
 from shared.errors import DatabaseUnavailable
+from shared.models.validation import pointer
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         )
     if operation is not None and operation.scope not in principal.scopes:
         raise ApiProblem("forbidden", f"this API key lacks the scope {operation.scope!r}")
+    if operation is not None:
+        unknown = sorted(set(request.query) - set(operation.query))
+        if unknown:
+            known = ", ".join(operation.query) or "none"
+            raise ApiProblem(
+                "validation_error",
+                f"unknown query parameter {unknown[0]!r} (this operation takes: {known})",
+                errors=[(pointer((name,)), "unknown query parameter") for name in unknown],
+            )
     return await handler(request)
 
 
@@ -180,6 +190,8 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
     """Headers every answer carries, set as its headers go out (event streams included)."""
     response.headers[REQUEST_ID_HEADER] = request_id_of(request)
     response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    # aiohttp would announce "Python/3.x aiohttp/3.x": no versions for a caller to match to a CVE.
+    response.headers[hdrs.SERVER] = "modelruns"
     decision = request.get(RATE_DECISION)
     if decision is not None:
         response.headers.update(decision.headers())

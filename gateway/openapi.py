@@ -121,7 +121,7 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         found.append({"$ref": "#/components/parameters/runId"})
     if "{stepId}" in operation.path:
         found.append({"$ref": "#/components/parameters/stepId"})
-    if operation.operation_id in ("listModelRuns", "listModelTestResults"):
+    if operation.query:
         statuses = [s.value for s in (RunStatus if operation.operation_id == "listModelRuns" else TestStatus)]
         found += [
             {
@@ -172,6 +172,51 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
     return found
 
 
+def _sse_message() -> dict[str, Any]:
+    """One message of the stream as a client's SSE parser sees it: the CloudEvent is the JSON text
+    of `data`, the runseq is `id`."""
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's runseq."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": REF.format(model="CloudEvent")},
+            },
+            "event": {"type": "string"},
+        },
+        "required": ["id", "data"],
+    }
+
+
+def _run_links(run_id: str) -> dict[str, Any]:
+    return {
+        name: {"operationId": operation_id, "parameters": {"runId": run_id}}
+        for name, operation_id in (
+            ("GetRun", "getModelRun"),
+            ("ListSteps", "listModelRunSteps"),
+            ("CancelRun", "cancelModelRun"),
+        )
+    }
+
+
+# OpenAPI links: how a client (and a stateful fuzzer) goes from one answer to the next call.
+_LINKS: dict[str, dict[str, Any]] = {
+    "triggerModelRun": _run_links("$response.body#/id"),
+    "getModelRun": _run_links("$response.body#/id"),
+    "cancelModelRun": {
+        "GetRun": {"operationId": "getModelRun", "parameters": {"runId": "$response.body#/id"}}
+    },
+    "listModelRunSteps": {
+        "ListTestResults": {
+            "operationId": "listModelTestResults",
+            "parameters": {"runId": "$response.body#/steps/0/run_id", "stepId": "$response.body#/steps/0/id"},
+        }
+    },
+}
+
+
 def _operation(operation: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": operation.operation_id,
@@ -192,7 +237,7 @@ def _operation(operation: Operation) -> dict[str, Any]:
                     "keep-alive comments every 15 s; the stream ends after the run's terminal event."
                 ),
                 "headers": _ratelimit_headers(),
-                "content": {"text/event-stream": {"schema": {"$ref": REF.format(model="CloudEvent")}}},
+                "content": {"text/event-stream": {"schema": _sse_message()}},
             }
         }
     else:
@@ -201,6 +246,9 @@ def _operation(operation: Operation) -> dict[str, Any]:
         if status == 201:
             headers["Location"] = {"schema": {"type": "string"}, "description": "/model-runs/{id}"}
         responses = {str(status): {"description": description, "headers": headers, "content": _json(schema)}}
+        links = _LINKS.get(operation.operation_id)
+        if links:
+            responses[str(status)]["links"] = links
     responses.update(_error_responses(operation))
     out["responses"] = responses
     return out

@@ -13,6 +13,7 @@ from gateway.auth import READ, WRITE
 
 API_PREFIX = "/model-runs"
 TRIGGER = "triggerModelRun"
+LIST_QUERY = ("max_results", "page_token", "status")
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,13 @@ class Operation:
     path: str
     scope: str
     summary: str
+    # The query parameters it takes; any other is a 400, so that a misspelt filter is not
+    # silently ignored.
+    query: tuple[str, ...] = ()
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("listModelRuns", "GET", "/model-runs", READ, "List model runs, newest first"),
+    Operation("listModelRuns", "GET", "/model-runs", READ, "List model runs, newest first", LIST_QUERY),
     Operation(TRIGGER, "POST", "/model-runs", WRITE, "Trigger a model run"),
     Operation("getModelRun", "GET", "/model-runs/{runId}", READ, "Get one model run"),
     Operation("cancelModelRun", "POST", "/model-runs/{runId}/cancel", WRITE, "Request the cancel of a run"),
@@ -36,6 +40,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/model-runs/{runId}/steps/{stepId}/test-results",
         READ,
         "List a step's test results",
+        LIST_QUERY,
     ),
     Operation(
         "streamModelRunEvents", "GET", "/model-runs/{runId}/events", READ, "Stream a run's events (SSE)"

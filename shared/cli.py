@@ -724,7 +724,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     configure_logs(settings)
-    applied = run_async(migrate.upgrade(settings.owner_url))
+    applied = run_async(migrate.upgrade(settings.owner_url, settings.database_url))
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
     typer.echo(f"applied {names}" if applied else "the database is up to date")
 

@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -80,8 +80,40 @@ async def create_database_if_missing(url: str) -> bool:
         await conn.close()
 
 
-async def upgrade(url: str) -> list[Migration]:
-    """Bring the database at `url` to the newest schema; returns the migrations applied now."""
+def _user(url: str) -> str | None:
+    return unquote(urlsplit(url).username or "") or None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# What the services do: read and write rows, nothing else. They own nothing, so they can neither
+# change the schema nor drop a table, whatever a bug or an injected statement tries.
+SERVICE_GRANTS = (
+    "GRANT CONNECT ON DATABASE {database} TO {role}",
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    "REVOKE CREATE ON SCHEMA public FROM {role}",
+)
+
+
+async def grant_service_role(conn: asyncpg.Connection, url: str, service_url: str) -> str | None:
+    """Grant the services' role (the user of `service_url`) what the services need, when it is
+    not the owner running the migrations; returns the role granted to, or None."""
+    role, owner = _user(service_url), _user(url)
+    if role is None or role == owner or await conn.fetchval(Q.is_superuser, role):
+        return None
+    for statement in SERVICE_GRANTS:
+        await conn.execute(statement.format(database=_ident(_database_name(url)), role=_ident(role)))
+    log.info("granted the service role", extra={"action": "db.grant", "role": role})
+    return role
+
+
+async def upgrade(url: str, service_url: str | None = None) -> list[Migration]:
+    """Bring the database at `url` to the newest schema; returns the migrations applied now.
+    `url` is the owner's; `service_url`, the services' own, gets its role granted row access."""
     await create_database_if_missing(url)
     try:
         conn = await asyncpg.connect(url)
@@ -114,6 +146,8 @@ async def upgrade(url: str) -> list[Migration]:
             unknown = sorted(set(done) - {m.version for m in migrations})
             if unknown:
                 raise MigrationError(f"database has migrations this version does not know: {unknown}")
+            if service_url is not None:
+                await grant_service_role(conn, url, service_url)
         finally:
             await conn.execute(Q.unlock)
     finally:

@@ -20,3 +20,6 @@ INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
 
 -- name: database_exists
 SELECT 1 FROM pg_database WHERE datname = $1;
+
+-- name: is_superuser
+SELECT rolsuper FROM pg_roles WHERE rolname = $1;

@@ -470,3 +470,19 @@ async def test_many_dispatches_never_exceed_the_slots(amqp_url: str, tmp_path: P
         assert worker.dispatches_total["accepted"] == 30
         # A consumer is opened with as much prefetch as there are free slots: few go back.
         assert worker.dispatches_total["requeued"] <= 6
+
+
+async def test_a_command_steps_scratch_is_private_and_removed(amqp_url: str, tmp_path: Path) -> None:
+    settings = worker_settings(amqp_url, tmp_path, worker_allow_commands=True)
+    probe = tmp_path / "probe.txt"
+    script = (
+        "import os, sys; open(sys.argv[1], 'w').write(oct(os.stat('.').st_mode & 0o777) + ' ' + os.getcwd())"
+    )
+    async with orchestrator(amqp_url) as orch, running_worker(settings):
+        step = await orch.dispatch(
+            make_dispatch(kind="command", params={"argv": [PY, "-c", script, str(probe)]})
+        )
+        assert (await orch.finished(step)).outcome == "succeeded"
+    mode, scratch = probe.read_text().split(" ", 1)
+    assert mode == "0o700"
+    assert not await asyncio.to_thread(Path(scratch).exists)
