@@ -56,15 +56,49 @@ async def seed_runs(db_url: str, runs: int) -> None:
         counts = json.dumps({"total": 1, "pending": 0, "queued": 0, "running": 1})
         await conn.copy_records_to_table(
             "runs",
-            columns=["id", "tenant_id", "status", "model", "labels", "parameters", "fail_fast", "step_counts", "test_counts", "created_at"],
-            records=[(r, "bench", "queued", '{"name": "bench"}', "{}", "{}", False, counts, "{}", time_now()) for r, _ in ids],
+            columns=[
+                "id",
+                "tenant_id",
+                "status",
+                "model",
+                "labels",
+                "parameters",
+                "fail_fast",
+                "step_counts",
+                "test_counts",
+                "created_at",
+            ],
+            records=[
+                (r, "bench", "queued", '{"name": "bench"}', "{}", "{}", False, counts, "{}", time_now())
+                for r, _ in ids
+            ],
         )
         await conn.copy_records_to_table(
             "steps",
-            columns=["id", "run_id", "position", "name", "kind", "params", "depends_on", "pool", "status", "max_attempts", "timeout_seconds", "allow_test_failures", "test_counts", "created_at"],
-            records=[(s, r, 0, "s0", "synthetic", "{}", [], "default", "queued", 1, 3600, False, "{}", time_now()) for r, s in ids],
+            columns=[
+                "id",
+                "run_id",
+                "position",
+                "name",
+                "kind",
+                "params",
+                "depends_on",
+                "pool",
+                "status",
+                "max_attempts",
+                "timeout_seconds",
+                "allow_test_failures",
+                "test_counts",
+                "created_at",
+            ],
+            records=[
+                (s, r, 0, "s0", "synthetic", "{}", [], "default", "queued", 1, 3600, False, "{}", time_now())
+                for r, s in ids
+            ],
         )
-        await conn.execute("CREATE TABLE bench_ids (n integer PRIMARY KEY, run_id uuid NOT NULL, step_id uuid NOT NULL)")
+        await conn.execute(
+            "CREATE TABLE bench_ids (n integer PRIMARY KEY, run_id uuid NOT NULL, step_id uuid NOT NULL)"
+        )
         await conn.copy_records_to_table("bench_ids", records=[(i + 1, r, s) for i, (r, s) in enumerate(ids)])
         await conn.execute("VACUUM ANALYZE")
     finally:
@@ -82,8 +116,27 @@ def pgbench(db_url: str, runs: int) -> float:
     WORK.mkdir(exist_ok=True)
     script.write_text(STEP_TRANSITION)
     done = subprocess.run(
-        ["pgbench", "-n", "-M", "prepared", "-c", str(PGBENCH_CLIENTS), "-j", "2", "-T", str(PGBENCH_SECONDS), "-D", f"runs={runs}", "-f", str(script), db_url],
-        capture_output=True, text=True, timeout=PGBENCH_SECONDS * 6, check=False,
+        [
+            "pgbench",
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(PGBENCH_CLIENTS),
+            "-j",
+            "2",
+            "-T",
+            str(PGBENCH_SECONDS),
+            "-D",
+            f"runs={runs}",
+            "-f",
+            str(script),
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PGBENCH_SECONDS * 6,
+        check=False,
     )
     found = re.search(r"tps = (\d+(?:\.\d+)?)", done.stdout)
     if done.returncode != 0 or found is None:
@@ -104,10 +157,15 @@ async def asyncpg_loop(db_url: str, rows: int) -> dict[str, float]:
                 await insert.fetch(i, '{"status": "running"}')
         figures["single-row transactions/s"] = single / (time.perf_counter() - started)
         started = time.perf_counter()
-        await conn.executemany("INSERT INTO bench_rows (id, body) VALUES ($1, $2)", [(single + i, '{"status": "running"}') for i in range(rows)])
+        await conn.executemany(
+            "INSERT INTO bench_rows (id, body) VALUES ($1, $2)",
+            [(single + i, '{"status": "running"}') for i in range(rows)],
+        )
         figures["executemany rows/s"] = rows / (time.perf_counter() - started)
         started = time.perf_counter()
-        await conn.copy_records_to_table("bench_rows", records=[(single + rows + i, '{"status": "running"}') for i in range(rows)])
+        await conn.copy_records_to_table(
+            "bench_rows", records=[(single + rows + i, '{"status": "running"}') for i in range(rows)]
+        )
         figures["COPY rows/s"] = rows / (time.perf_counter() - started)
     finally:
         await conn.close()
@@ -119,7 +177,7 @@ async def amqp_loop(amqp_url: str, messages: int) -> dict[str, float]:
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        queue = await channel.declare_queue("bench", durable=True, arguments={"x-queue-type": "quorum"})
+        await channel.declare_queue("bench", durable=True, arguments={"x-queue-type": "quorum"})
         body = b'{"v": 1, "type": "started", "run_id": "00000000-0000-0000-0000-000000000000"}'
 
         def message() -> aio_pika.Message:
@@ -133,7 +191,12 @@ async def amqp_loop(amqp_url: str, messages: int) -> dict[str, float]:
         started = time.perf_counter()
         window = 500
         for at in range(0, messages, window):
-            await asyncio.gather(*(channel.default_exchange.publish(message(), "bench") for _ in range(min(window, messages - at))))
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(message(), "bench")
+                    for _ in range(min(window, messages - at))
+                )
+            )
         figures["publish, 500 confirms in flight/s"] = messages / (time.perf_counter() - started)
         total = one_by_one + messages
         consumer = await connection.channel()
@@ -158,7 +221,9 @@ async def amqp_loop(amqp_url: str, messages: int) -> dict[str, float]:
     return figures
 
 
-def wrk(url: str, connections: int, seconds: float, headers: dict[str, str] | None = None) -> tuple[float, dict[float, float], int]:
+def wrk(
+    url: str, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> tuple[float, dict[float, float], int]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
@@ -169,7 +234,9 @@ def wrk(url: str, connections: int, seconds: float, headers: dict[str, str] | No
 CONNECTIONS = (1, 2, 4, 8, 16, 32)
 
 
-def best_within(url: str, seconds: float, p99_bound: float, headers: dict[str, str] | None = None) -> tuple[float, float, int, float]:
+def best_within(
+    url: str, seconds: float, p99_bound: float, headers: dict[str, str] | None = None
+) -> tuple[float, float, int, float]:
     """The most requests/s any connection count reaches with p99 within `p99_bound` (and with no
     bad answers): (req/s, its p99, its connections, the most req/s seen at any p99)."""
     best = (0.0, float("nan"), 0)
@@ -194,7 +261,12 @@ def hello_world(seconds: float) -> tuple[float, float, int, float]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                subprocess.run(["wrk", "-t1", "-c1", "-d1s", f"http://127.0.0.1:{port}/"], capture_output=True, check=True, timeout=30)
+                subprocess.run(
+                    ["wrk", "-t1", "-c1", "-d1s", f"http://127.0.0.1:{port}/"],
+                    capture_output=True,
+                    check=True,
+                    timeout=30,
+                )
                 break
             except subprocess.CalledProcessError:
                 if time.monotonic() > deadline:
@@ -213,7 +285,9 @@ async def all_limits(size: int) -> dict[str, float]:
         modelruns(env, "db", "upgrade")
         await seed_runs(svc.db_url, max(1000, size // 4))
         figures["pgbench step transitions/s"] = pgbench(svc.db_url, max(1000, size // 4))
-        say(f"limits: pgbench, one step transition as the orchestrator writes it: {figures['pgbench step transitions/s']:.0f}/s ({PGBENCH_CLIENTS} clients)")
+        say(
+            f"limits: pgbench, one step transition as the orchestrator writes it: {figures['pgbench step transitions/s']:.0f}/s ({PGBENCH_CLIENTS} clients)"
+        )
         figures.update(await asyncpg_loop(svc.db_url, size))
         figures.update(await amqp_loop(svc.amqp_url, size))
     rps, p99, connections, peak = hello_world(WRK_SECONDS)

@@ -38,9 +38,24 @@ class Peer:
 
 
 PEERS = {
-    "celery": Peer("celery", ("celery[sqlalchemy]>=5.3", "sqlalchemy>=2", "psycopg2-binary>=2.9"), "celery", "RabbitMQ broker, Postgres result backend, chain, prefork -c 2, acks_late"),
-    "procrastinate": Peer("procrastinate", ("procrastinate>=2.0", "psycopg[binary]>=3.1"), "procrastinate", "Postgres only, each job defers the next, 2 workers × concurrency 10"),
-    "dbos": Peer("dbos", ("dbos>=1.0", "psycopg[binary]>=3.1"), "dbos", "a workflow of chained steps on a queue, 2 worker processes"),
+    "celery": Peer(
+        "celery",
+        ("celery[sqlalchemy]>=5.3", "sqlalchemy>=2", "psycopg2-binary>=2.9"),
+        "celery",
+        "RabbitMQ broker, Postgres result backend, chain, prefork -c 2, acks_late",
+    ),
+    "procrastinate": Peer(
+        "procrastinate",
+        ("procrastinate>=2.0", "psycopg[binary]>=3.1"),
+        "procrastinate",
+        "Postgres only, each job defers the next, 2 workers x concurrency 10",
+    ),
+    "dbos": Peer(
+        "dbos",
+        ("dbos>=1.0", "psycopg[binary]>=3.1"),
+        "dbos",
+        "a workflow of chained steps on a queue, 2 worker processes",
+    ),
 }
 
 
@@ -58,7 +73,9 @@ def install(peer: Peer) -> None:
 def version(peer: Peer) -> str:
     done = subprocess.run(
         [peer.python, "-c", f"import importlib.metadata as m; print(m.version({peer.dist!r}))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -66,16 +83,43 @@ def version(peer: Peer) -> str:
 def workers(peer: Peer, env: dict[str, str]) -> list[list[str]]:
     bin_dir = peer.venv / "bin"
     if peer.name == "celery":
-        return [[str(bin_dir / "celery"), "-A", "celery_peer", "worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]]
+        return [
+            [
+                str(bin_dir / "celery"),
+                "-A",
+                "celery_peer",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "2",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        ]
     if peer.name == "procrastinate":
-        command = [str(bin_dir / "procrastinate"), "--app=procrastinate_peer.app", "worker", "--concurrency", "10"]
+        command = [
+            str(bin_dir / "procrastinate"),
+            "--app=procrastinate_peer.app",
+            "worker",
+            "--concurrency",
+            "10",
+        ]
         return [command, command]
     return [[peer.python, "dbos_peer.py", "worker"]] * 2
 
 
 def prepare(peer: Peer, env: dict[str, str]) -> None:
     if peer.name == "procrastinate":
-        subprocess.run([str(peer.venv / "bin" / "procrastinate"), "--app=procrastinate_peer.app", "schema", "--apply"], env=env, cwd=HERE, check=True, capture_output=True)
+        subprocess.run(
+            [str(peer.venv / "bin" / "procrastinate"), "--app=procrastinate_peer.app", "schema", "--apply"],
+            env=env,
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+        )
 
 
 def wait_ready(peer: Peer, processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
@@ -106,11 +150,18 @@ def run_peer(peer: Peer, svc: Services, runs: int, steps: int) -> float:
             log = LOGS / f"{peer.name}-{i}.log"
             logs.append(log)
             with log.open("wb") as out:
-                processes.append(subprocess.Popen(argv, env=env, cwd=HERE, stdout=out, stderr=subprocess.STDOUT))
+                processes.append(
+                    subprocess.Popen(argv, env=env, cwd=HERE, stdout=out, stderr=subprocess.STDOUT)
+                )
         wait_ready(peer, processes, logs)
         done = subprocess.run(
             [peer.python, f"{peer.name}_peer.py", "drive", str(runs), str(steps)],
-            env=env, cwd=HERE, capture_output=True, text=True, timeout=60 + runs * steps / 10, check=False,
+            env=env,
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=60 + runs * steps / 10,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{peer.name} drive failed: {done.stderr[-3000:]}")
@@ -135,12 +186,14 @@ async def all_peers(names: list[str], runs: int, steps: int) -> dict[str, float]
             seconds = await asyncio.to_thread(run_peer, peer, svc, runs, steps)
         rate = runs * steps / seconds
         figures[name] = rate
-        say(f"peers: {name} {version(peer)}: {runs} runs × {steps} steps in {seconds:.1f} s = {rate:.0f} steps/s")
+        say(
+            f"peers: {name} {version(peer)}: {runs} runs x {steps} steps in {seconds:.1f} s = {rate:.0f} steps/s"
+        )
         results.record(
             "Peers",
             {
                 "peer": f"{name} {version(peer)}",
-                "runs × steps": f"{runs} × {steps}",
+                "runs x steps": f"{runs} x {steps}",
                 "steps/s": f"{rate:.0f}",
                 "drain": f"{seconds:.1f} s",
                 "settings": peer.setting,

@@ -38,9 +38,11 @@ class Burst:
 async def burst(topology: str, runs: int, steps: int) -> Burst:
     async with stack(f"w1{topology}", topology=topology) as s, aiohttp.ClientSession() as session:
         body = chain_body(steps)
-        with progress(f"W1 {topology}: {runs} runs × {steps} steps", runs) as show:
+        with progress(f"W1 {topology}: {runs} runs x {steps} steps", runs) as show:
             started = time.time()
-            poll = asyncio.create_task(wait_terminal(s.pool, runs, timeout=60 + runs * steps / 20, progress=show))
+            poll = asyncio.create_task(
+                wait_terminal(s.pool, runs, timeout=60 + runs * steps / 20, progress=show)
+            )
             sent = await trigger_many(session, s, body, runs)
             triggered = time.time() - started
             await poll
@@ -51,12 +53,21 @@ async def burst(topology: str, runs: int, steps: int) -> Burst:
         latencies = [done[run_id] - at for run_id, at in sent.items()]
         drain = max(done.values()) - started
         failed = sum(1 for r in rows if r["status"] != "succeeded")
-        return Burst(topology, runs, steps, triggered, drain, percentile(latencies, 50), percentile(latencies, 99), failed)
+        return Burst(
+            topology,
+            runs,
+            steps,
+            triggered,
+            drain,
+            percentile(latencies, 50),
+            percentile(latencies, 99),
+            failed,
+        )
 
 
-async def w1(runs: int, steps: int) -> list[Burst]:
+async def w1(runs: int, steps: int, topologies: list[str]) -> list[Burst]:
     figures = []
-    for topology in ("split", "up"):
+    for topology in topologies:
         b = await burst(topology, runs, steps)
         figures.append(b)
         say(
@@ -68,7 +79,7 @@ async def w1(runs: int, steps: int) -> list[Burst]:
             "W1 burst",
             {
                 "topology": "gateway + orchestrator + worker" if topology == "split" else "modelruns up",
-                "runs × steps": f"{b.runs} × {b.steps}",
+                "runs x steps": f"{b.runs} x {b.steps}",
                 "steps/s (≥ 1,000)": f"{b.steps_per_second:.0f}",
                 "runs/s": f"{b.runs_per_second:.0f}",
                 "drain": f"{b.drain_seconds:.1f} s",
@@ -81,7 +92,9 @@ async def w1(runs: int, steps: int) -> list[Burst]:
     return figures
 
 
-async def open_loop(s: Stack, session: aiohttp.ClientSession, rate: int, seconds: float, steps: int) -> list[float]:
+async def open_loop(
+    s: Stack, session: aiohttp.ClientSession, rate: int, seconds: float, steps: int
+) -> list[float]:
     """Triggers at a fixed rate whatever the answers do; latency from each intended send time to
     its run's first step running."""
     body = chain_body(steps)
@@ -118,7 +131,9 @@ async def w2(rates: list[int], seconds: float, steps: int) -> None:
             latencies = await open_loop(s, session, rate, seconds, steps)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
             figures.append((rate, p50, p99))
-            say(f"W2 {rate} runs/s for {seconds:.0f} s: trigger→first step running p50 {ms(p50)} p99 {ms(p99)}")
+            say(
+                f"W2 {rate} runs/s for {seconds:.0f} s: trigger→first step running p50 {ms(p50)} p99 {ms(p99)}"
+            )
     base = figures[0][2]
     # "Takes off": the first rate whose p99 is more than three times the lowest rate's.
     knee = next((rate for rate, _, p99 in figures if p99 > 3 * base), None)
@@ -197,13 +212,17 @@ async def memory(first: int, second: int) -> None:
         for target in (first, second):
             with progress(f"memory: {target} runs", target) as show:
                 show(done)
-                poll = asyncio.create_task(wait_terminal(s.pool, target, timeout=120 + target / 5, progress=show))
+                poll = asyncio.create_task(
+                    wait_terminal(s.pool, target, timeout=120 + target / 5, progress=show)
+                )
                 await trigger_many(session, s, body, target - done, in_flight=64)
                 await poll
             done = target
             await asyncio.sleep(2)  # let the outbox and event handlers settle
             marks.append((target, s.processes["orchestrator"].rss_mb(), s.processes["worker"].rss_mb()))
-            say(f"memory after {target} runs: orchestrator {marks[-1][1]:.0f} MB, worker {marks[-1][2]:.0f} MB")
+            say(
+                f"memory after {target} runs: orchestrator {marks[-1][1]:.0f} MB, worker {marks[-1][2]:.0f} MB"
+            )
     (n1, o1, w1_), (n2, o2, w2_) = marks
     results.record(
         "Memory",

@@ -84,8 +84,14 @@ async def services(label: str) -> AsyncIterator[Services]:
         rabbitmqctl("delete_vhost", vhost)
 
 
+# `--code DIR`: run modelruns' processes from another checkout (a before/after comparison).
+CODE: list[str] = []
+
+
 def modelruns_env(svc: Services, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRUNS_")}
+    if CODE:
+        env["PYTHONPATH"] = os.pathsep.join(CODE)
     values = {"database_url": svc.db_url, "amqp_url": svc.amqp_url, **settings}
     env.update({f"MODELRUNS_{k.upper()}": v for k, v in values.items()})
     return env
@@ -168,14 +174,18 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(label: str, *, topology: str = "split", tenant: str = "bench", **settings: str) -> AsyncIterator[Stack]:
+async def stack(
+    label: str, *, topology: str = "split", tenant: str = "bench", **settings: str
+) -> AsyncIterator[Stack]:
     """A migrated database, an API key, and either one gateway, one orchestrator and one worker
     process (`split`, the one-machine topology) or `modelruns up` (`up`)."""
     async with services(label) as svc:
         http_port = free_port()
         base = modelruns_env(svc, http_port=str(http_port), **{**UNLIMITED, **settings})
         modelruns(base, "db", "upgrade")
-        key = modelruns(base, "api-keys", "create", "--tenant", tenant, "--scope", "runs:read", "--scope", "runs:write")
+        key = modelruns(
+            base, "api-keys", "create", "--tenant", tenant, "--scope", "runs:read", "--scope", "runs:write"
+        )
         key = key.strip().splitlines()[-1]
         url = f"http://127.0.0.1:{http_port}"
         processes: dict[str, Process] = {}
@@ -185,7 +195,9 @@ async def stack(label: str, *, topology: str = "split", tenant: str = "bench", *
             processes["gateway"] = Process("gateway", base, url + "/readyz")
             for role in ("orchestrator", "worker"):
                 port = free_port()
-                processes[role] = Process(role, {**base, "MODELRUNS_OPS_PORT": str(port)}, f"http://127.0.0.1:{port}/readyz")
+                processes[role] = Process(
+                    role, {**base, "MODELRUNS_OPS_PORT": str(port)}, f"http://127.0.0.1:{port}/readyz"
+                )
         pool = await asyncpg.create_pool(svc.db_url, min_size=1, max_size=4)
         assert pool is not None
         try:
@@ -201,7 +213,9 @@ async def stack(label: str, *, topology: str = "split", tenant: str = "bench", *
             await pool.close()
 
 
-def chain_body(steps: int, *, results: int = 1, duration: float = 0.0, first_duration: float | None = None) -> dict[str, Any]:
+def chain_body(
+    steps: int, *, results: int = 1, duration: float = 0.0, first_duration: float | None = None
+) -> dict[str, Any]:
     """A run of `steps` synthetic no-op steps in a chain, each reporting `results` passed tests."""
     body_steps: list[dict[str, Any]] = []
     for i in range(steps):
@@ -246,7 +260,9 @@ async def wait_terminal(pool: asyncpg.Pool, expected: int, *, timeout: float, pr
     """Poll the runs table until `expected` runs are terminal."""
     deadline = time.monotonic() + timeout
     while True:
-        done = await pool.fetchval("SELECT count(*) FROM runs WHERE status = ANY($1::run_status[])", list(TERMINAL))
+        done = await pool.fetchval(
+            "SELECT count(*) FROM runs WHERE status = ANY($1::run_status[])", list(TERMINAL)
+        )
         if progress is not None:
             progress(done)
         if done >= expected:

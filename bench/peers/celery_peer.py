@@ -23,7 +23,11 @@ def noop() -> None:
 def done_count(engine: sqlalchemy.Engine) -> int:
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sqlalchemy.text("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")).scalar_one())
+            return int(
+                conn.execute(
+                    sqlalchemy.text("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")
+                ).scalar_one()
+            )
     except sqlalchemy.exc.ProgrammingError:
         return 0  # the backend creates its table with the first result
 

@@ -42,7 +42,9 @@ def drive(runs: int, steps: int) -> None:
         client.enqueue({"queue_name": "bench", "workflow_name": "chain"}, steps)
     while True:
         with engine.connect() as conn:
-            done = conn.execute(sqlalchemy.text("SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'")).scalar_one()
+            done = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'")
+            ).scalar_one()
         if done >= runs:
             break
         time.sleep(0.1)
