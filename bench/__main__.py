@@ -28,6 +28,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="runs for W1 and the peers (default 1,000)")
     parser.add_argument("--steps", type=int, default=5, help="chained steps per run (default 5)")
     parser.add_argument(
+        "--topology", choices=["split", "up"], action="append", help="W1 on only this topology"
+    )
+    parser.add_argument(
         "--code", help="run modelruns' processes from this checkout (for before/after figures)"
     )
     parser.add_argument(
