@@ -43,7 +43,7 @@ def jobs(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[object]]]
     from bench import limits, peers, reads, runs
 
     def scaled(n: int, least: int = 1) -> int:
-        return max(least, round(n * args.scale))
+        return max(least, round(n * float(args.scale)))
 
     burst = args.runs or scaled(1000, 10)
     return {

@@ -22,7 +22,7 @@ from bench.stats import parse_wrk
 
 HERE = Path(__file__).resolve().parent
 # W3 compares against the hello-world figure of the same run.
-HELLO = WORK / "hello.json"
+HELLO: dict[str, float] = {}
 PGBENCH_SECONDS = 10
 PGBENCH_CLIENTS = 8
 WRK_SECONDS = 5
@@ -304,5 +304,5 @@ async def all_limits(size: int) -> dict[str, float]:
             "versions": versions(),
         },
     )
-    HELLO.write_text(json.dumps({"rps": rps}))
+    HELLO["rps"] = rps
     return figures

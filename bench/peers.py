@@ -201,9 +201,9 @@ async def all_peers(names: list[str], runs: int, steps: int) -> dict[str, float]
                 "versions": versions(),
             },
         )
-    PEER_FIGURES.write_text(json.dumps(figures))
+    MEASURED.update(figures)
     return figures
 
 
-# W1 compares against the best peer of the same run.
-PEER_FIGURES = WORK / "peers.json"
+# W1 compares against the best peer measured in the same run (steps/s by peer).
+MEASURED: dict[str, float] = {}

@@ -34,6 +34,8 @@ def add_row(text: str, section: str, row: Mapping[str, object]) -> str:
         new = [line]
     else:
         at = start + 1
+        while at < end and not lines[at].strip():
+            at += 1
         while at < end and lines[at].strip():
             at += 1  # after the section's opening paragraph
         new = ["", header, "|" + "---|" * len(row), line]

@@ -11,6 +11,7 @@ import aiohttp
 
 from bench import results
 from bench.context import load, progress, say, versions
+from bench.peers import MEASURED
 from bench.stack import Stack, chain_body, stack, trigger, trigger_many, wait_terminal
 from bench.stats import ms, percentile
 
@@ -70,6 +71,8 @@ async def w1(runs: int, steps: int, topologies: list[str]) -> list[Burst]:
     for topology in topologies:
         b = await burst(topology, runs, steps)
         figures.append(b)
+        best = max(MEASURED.items(), key=lambda kv: kv[1], default=None)
+        versus = f"{b.steps_per_second / best[1]:.2f}x {best[0]}" if best else "n/a (no peer in this run)"
         say(
             f"W1 {topology}: {b.steps_per_second:.0f} steps/s, {b.runs_per_second:.0f} runs/s, drain "
             f"{b.drain_seconds:.1f} s (triggers took {b.trigger_seconds:.1f} s), trigger→done p50 {ms(b.p50)} "
@@ -81,6 +84,7 @@ async def w1(runs: int, steps: int, topologies: list[str]) -> list[Burst]:
                 "topology": "gateway + orchestrator + worker" if topology == "split" else "modelruns up",
                 "runs x steps": f"{b.runs} x {b.steps}",
                 "steps/s (≥ 1,000)": f"{b.steps_per_second:.0f}",
+                "vs best peer (>= 3x)": versus,
                 "runs/s": f"{b.runs_per_second:.0f}",
                 "drain": f"{b.drain_seconds:.1f} s",
                 "trigger→done p50 / p99": f"{ms(b.p50)} / {ms(b.p99)}",
