@@ -49,7 +49,7 @@ def jobs(args: argparse.Namespace) -> dict[str, Callable[[], Awaitable[object]]]
     return {
         "limits": lambda: limits.all_limits(scaled(20_000, 500)),
         "peers": lambda: peers.all_peers(args.peer or ["celery", "procrastinate", "dbos"], burst, args.steps),
-        "w1": lambda: runs.w1(burst, args.steps, args.topology or ["split", "up"]),
+        "w1": lambda: runs.w1(burst, args.steps, args.topology or ["split", "up"], args.profile),
         "w2": lambda: runs.w2([10, 25, 50, 100, 200], max(2.0, 10 * args.scale), args.steps),
         "w3": lambda: reads.w3(max(1.0, 5 * args.scale)),
         "w4": lambda: reads.w4(scaled(1_000_000, 20_000)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import aiohttp
 from bench import results
 from bench.context import load, progress, say, versions
 from bench.peers import MEASURED
+from bench.profile import profiling
 from bench.stack import Stack, chain_body, stack, trigger, trigger_many, wait_terminal
 from bench.stats import ms, percentile
 
@@ -36,10 +38,11 @@ class Burst:
         return self.runs / self.drain_seconds
 
 
-async def burst(topology: str, runs: int, steps: int) -> Burst:
+async def burst(topology: str, runs: int, steps: int, profile: bool = False) -> Burst:
     async with stack(f"w1{topology}", topology=topology) as s, aiohttp.ClientSession() as session:
         body = chain_body(steps)
-        with progress(f"W1 {topology}: {runs} runs x {steps} steps", runs) as show:
+        spying = profiling(s.processes, f"w1-{topology}") if profile else nullcontext()
+        with spying, progress(f"W1 {topology}: {runs} runs x {steps} steps", runs) as show:
             started = time.time()
             poll = asyncio.create_task(
                 wait_terminal(s.pool, runs, timeout=60 + runs * steps / 20, progress=show)
@@ -66,10 +69,10 @@ async def burst(topology: str, runs: int, steps: int) -> Burst:
         )
 
 
-async def w1(runs: int, steps: int, topologies: list[str]) -> list[Burst]:
+async def w1(runs: int, steps: int, topologies: list[str], profile: bool = False) -> list[Burst]:
     figures = []
     for topology in topologies:
-        b = await burst(topology, runs, steps)
+        b = await burst(topology, runs, steps, profile)
         figures.append(b)
         best = max(MEASURED.items(), key=lambda kv: kv[1], default=None)
         versus = f"{b.steps_per_second / best[1]:.2f}x {best[0]}" if best else "n/a (no peer in this run)"
@@ -89,7 +92,7 @@ async def w1(runs: int, steps: int, topologies: list[str]) -> list[Burst]:
                 "drain": f"{b.drain_seconds:.1f} s",
                 "trigger→done p50 / p99": f"{ms(b.p50)} / {ms(b.p99)}",
                 "not succeeded": b.failed,
-                "load": load(),
+                "load": load() + (", profiled (py-spy)" if profile else ""),
                 "versions": versions(),
             },
         )

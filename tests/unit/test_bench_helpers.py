@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from bench.profile import summarize
 from bench.results import add_row
 from bench.stats import ms, parse_wrk, percentile
 
@@ -66,3 +67,13 @@ def test_add_row_under_a_section_without_a_table_keeps_its_paragraph() -> None:
     text = "## Limits\n\nWhat the machine can do.\n\n## Other\n"
     text = add_row(text, "Limits", {"x": 1})
     assert text == "## Limits\n\nWhat the machine can do.\n\n| x |\n|---|\n| 1 |\n\n## Other\n"
+
+
+def test_profile_summary_counts_each_function_once_per_sample() -> None:
+    collapsed = (
+        "main (a/cli.py:1);run (x/loop.py:5);handle (orchestrator/engine.py:10);handle (orchestrator/engine.py:12) 3\n"
+        "main (a/cli.py:1);run (x/loop.py:6) 1\n"
+    )
+    total, top = summarize(collapsed)
+    assert total == 4
+    assert dict(top) == {"handle (engine.py)": 0.75}
