@@ -10,7 +10,7 @@ WITH_SERVICES := set -a && . ./$(SERVICES_ENV) && set +a &&
 
 # Targets run in the order written: services before the database, the database before the demo.
 .NOTPARALLEL:
-.PHONY: venv services db test lint format demo up bench clean distclean
+.PHONY: venv services db test lint format demo up bench bench-tools clean distclean
 
 venv: $(STAMP)
 
@@ -47,13 +47,14 @@ demo: venv services db
 up: venv services db
 	$(BIN)/modelruns up
 
-bench: venv services
-	@if [ -f bench/__main__.py ]; then \
-		$(BIN)/python -m bench; \
-	else \
-		echo "make bench: nothing to run yet: bench/__main__.py does not exist" >&2; \
-		exit 1; \
-	fi
+# The load generator for HTTP (Debian's wrk) and pgbench come from the distribution; the peers
+# install themselves into .bench/venvs/ on first use.
+bench-tools:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v pgbench >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
+
+bench: venv services bench-tools
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist test-artifacts .modelruns

@@ -7,7 +7,7 @@ message handled twice, late or out of order changes nothing that is already righ
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -35,6 +35,7 @@ from shared.states import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 Decide = Callable[[Change, Conn], Awaitable[None]]
+StepEvent = WorkerStarted | WorkerResults | WorkerFinished
 RACE_RETRIES = 5
 
 
@@ -142,12 +143,39 @@ class Engine:
         return False
 
     async def started(self, event: WorkerStarted) -> None:
+        await self.in_run(event.run_id, self._decision(event))
+
+    async def results(self, event: WorkerResults) -> None:
+        await self.in_run(event.run_id, self._decision(event))
+
+    async def finished(self, event: WorkerFinished) -> None:
+        await self.in_run(event.run_id, self._decision(event))
+
+    async def worker_events(self, run_id: UUID, events: Sequence[StepEvent]) -> None:
+        """Several events of one run in one transaction, in the order given: the decisions that
+        one transaction each would make, for one lock, one read and one write."""
+        decisions = [self._decision(event) for event in events]
+
+        async def decide(change: Change, conn: Conn) -> None:
+            for decision in decisions:
+                await decision(change, conn)
+
+        await self.in_run(run_id, decide)
+
+    def _decision(self, event: StepEvent) -> Decide:
+        if isinstance(event, WorkerStarted):
+            return self._on_started(event)
+        if isinstance(event, WorkerResults):
+            return self._on_results(event)
+        return self._on_finished(event)
+
+    def _on_started(self, event: WorkerStarted) -> Decide:
         async def decide(change: Change, _: Conn) -> None:
             self._holds(change, change.by_id.get(event.step_id), event.attempt, event.worker_id)
 
-        await self.in_run(event.run_id, decide)
+        return decide
 
-    async def results(self, event: WorkerResults) -> None:
+    def _on_results(self, event: WorkerResults) -> Decide:
         async def decide(change: Change, conn: Conn) -> None:
             step = change.by_id.get(event.step_id)
             if step is None or not self._holds(change, step, event.attempt, event.worker_id):
@@ -165,9 +193,9 @@ class Engine:
                 self._finish(change, step, WorkerFinished.model_validate(step.held_finish))
             change.advance()
 
-        await self.in_run(event.run_id, decide)
+        return decide
 
-    async def finished(self, event: WorkerFinished) -> None:
+    def _on_finished(self, event: WorkerFinished) -> Decide:
         async def decide(change: Change, _: Conn) -> None:
             step = change.by_id.get(event.step_id)
             if step is None or not self._holds(change, step, event.attempt, event.worker_id):
@@ -182,7 +210,7 @@ class Engine:
             self._finish(change, step, event)
             change.advance()
 
-        await self.in_run(event.run_id, decide)
+        return decide
 
     def _finish(self, change: Change, step: StepState, event: WorkerFinished) -> None:
         log.info(

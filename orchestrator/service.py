@@ -11,6 +11,7 @@ import socket
 from aio_pika.abc import AbstractIncomingMessage
 
 from orchestrator.acking import Consume, Handler, settling
+from orchestrator.batching import RunBatcher
 from orchestrator.change import Change
 from orchestrator.engine import Engine
 from orchestrator.metrics import OrchestratorMetrics
@@ -94,6 +95,9 @@ class Orchestrator:
             poll_seconds=self.settings.outbox_poll_seconds,
         )
         self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake, on_change=self.observe)
+        self.step_events: RunBatcher[WorkerStarted | WorkerResults | WorkerFinished] = RunBatcher(
+            self.engine.worker_events
+        )
         self.reconciler = Reconciler(
             self.engine,
             self.repo,
@@ -141,12 +145,8 @@ class Orchestrator:
 
     async def on_worker_event(self, body: bytes) -> None:
         event = decode_worker_event(body)
-        if isinstance(event, WorkerStarted):
-            await self.engine.started(event)
-        elif isinstance(event, WorkerResults):
-            await self.engine.results(event)
-        elif isinstance(event, WorkerFinished):
-            await self.engine.finished(event)
+        if isinstance(event, WorkerStarted | WorkerResults | WorkerFinished):
+            await self.step_events.submit(event.run_id, event)
         elif isinstance(event, WorkerHeartbeat):
             await self.engine.heartbeat(event)
 

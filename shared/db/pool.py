@@ -43,10 +43,22 @@ async def _init(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(tracing.record_query)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query: no service keeps session state on a pooled
+    connection (no LISTEN, SET, cursors or advisory locks; migrations use their own connection),
+    and the query would cost a round trip on every release. An open transaction is still rolled
+    back by asyncpg before this is called."""
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=_init, command_timeout=30
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init,
+            reset=_keep_session,
+            command_timeout=30,
         )
     except CONNECTION_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
