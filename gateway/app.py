@@ -37,6 +37,7 @@ from gateway.repository import GatewayRepository
 from gateway.routes import OPERATIONS
 from gateway.views import events, ops, runs, steps
 from gateway.views.runs import MAX_BODY_BYTES
+from shared import amqp
 from shared.amqp import Broker
 from shared.db.pool import wait_for_pool
 from shared.outbox import OutboxPublisher
@@ -96,7 +97,11 @@ async def _publish(broker: Broker, publisher: OutboxPublisher) -> None:
 async def _messaging(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     broker = Broker(settings.amqp_url, name="modelruns-gateway")
-    publisher = OutboxPublisher(app[REPOSITORY].pool, broker, poll_seconds=settings.outbox_poll_seconds)
+    # Commands only: the orchestrator publishes the rest, the gateway's own events included, so
+    # the gateway's broker user needs no write on any other exchange.
+    publisher = OutboxPublisher(
+        app[REPOSITORY].pool, broker, poll_seconds=settings.outbox_poll_seconds, exchanges={amqp.COMMANDS}
+    )
     app[BROKER] = broker
     app[PUBLISHER] = publisher
     task: asyncio.Task[object] = asyncio.create_task(_publish(broker, publisher), name="gateway-outbox")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,10 +81,11 @@ class OutboxPublisher:
     """Sends the outbox. `wake()` after a commit that wrote rows; a poll catches delayed rows and
     whatever another process left behind.
 
-    Any process may send any row (the gateway's publisher also sends the orchestrator's dispatches
-    when it claims them first), so every publisher declares a pool's queue before its first
-    dispatch: a step for a pool with no worker yet then waits in its queue instead of being
-    returned as unroutable."""
+    A publisher sends the rows of the exchanges it is given (every row when none are): the
+    gateway's sends commands only, as its broker user may write nowhere else, and the
+    orchestrator's sends everything, the gateway's events included. A publisher that sends
+    dispatches declares a pool's queue before its first one: a step for a pool with no worker yet
+    then waits in its queue instead of being returned as unroutable."""
 
     def __init__(
         self,
@@ -93,8 +94,10 @@ class OutboxPublisher:
         *,
         poll_seconds: float = 0.5,
         batch: int = 500,
+        exchanges: Collection[str] | None = None,
     ) -> None:
         self.pool = pool
+        self.exchanges = None if exchanges is None else sorted(exchanges)
         self.broker = broker
         self.poll_seconds = poll_seconds
         self.batch = batch
@@ -159,7 +162,7 @@ class OutboxPublisher:
     async def drain_once(self) -> int:
         """Send one batch; returns how many rows were confirmed (0 when nothing was due or all failed)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.claim, self.batch)
+            rows = await conn.fetch(Q.claim, self.batch, self.exchanges)
             if not rows:
                 return 0
             try:

@@ -1,8 +1,10 @@
 -- name: claim
 -- Rows another publisher holds are skipped, so any number of publishers share the outbox.
+-- $2 limits the claim to some exchanges (a publisher whose broker user may write only there);
+-- NULL claims every row.
 SELECT id, exchange, routing_key, body, content_type, message_id, mandatory, attempts, headers
 FROM outbox
-WHERE available_at <= now()
+WHERE available_at <= now() AND ($2::text[] IS NULL OR exchange = ANY($2::text[]))
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED;

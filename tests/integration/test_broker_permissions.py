@@ -1,9 +1,11 @@
 """deploy/rabbitmq/definitions.json enforced by the broker itself: in a vhost of its own, with
-users made for the test and deleted after it, a worker cannot publish commands or results, and a
-tenant's subscriber cannot bind to another tenant's routing keys."""
+users made for the test and deleted after it, the gateway can publish commands only, a worker
+cannot publish commands or results, and a tenant's subscriber
+cannot bind to another tenant's routing keys."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,11 +13,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
+import asyncpg
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
+from orchestrator.service import Orchestrator
 from shared import amqp
+from shared.settings import Settings
 from tests.conftest import rabbitmqctl
+from tests.integration.gateway_helpers import running_gateway
+from tests.waiting import eventually
+from worker.service import Worker
 
 DEFINITIONS = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "definitions.json"
 
@@ -33,7 +41,7 @@ def users(amqp_url: str) -> Iterator[dict[str, str]]:
     vhost = unquote(urlsplit(amqp_url).path.lstrip("/"))
     made: dict[str, str] = {}
     try:
-        for role in ("worker", "subscriber"):
+        for role in ("gateway", "orchestrator", "worker", "subscriber"):
             name, password = f"test-{role}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
             _PASSWORDS[name] = password
             rabbitmqctl("add_user", name, password)
@@ -95,6 +103,11 @@ async def test_worker_and_subscriber_stay_in_their_lanes(amqp_url: str, users: d
     assert await refused(worker, amqp.RESULTS, "acme.run.succeeded")
     assert await refused(worker, amqp.COMMANDS, "run.trigger")
     assert not await refused(worker, amqp.WORKER_EVENTS, amqp.WORKER_EVENT_KEY)
+    gateway = users["gateway"]
+    assert not await refused(gateway, amqp.COMMANDS, "run.trigger")
+    assert await refused(gateway, amqp.RESULTS, "acme.run.queued")
+    assert await refused(gateway, amqp.STEPS, "default")
+    assert await refused(gateway, amqp.CONTROL, "worker-1")
 
     connection = await aio_pika.connect(users["subscriber"])
     try:
@@ -110,3 +123,67 @@ async def test_worker_and_subscriber_stay_in_their_lanes(amqp_url: str, users: d
             await queue.bind(amqp.RESULTS, "#")
     finally:
         await connection.close()
+
+
+async def test_a_run_goes_all_the_way_with_each_service_as_its_own_user(
+    settings: Settings, pool: asyncpg.Pool, users: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each service under the rights definitions.json gives it: if one needed more, a channel
+    # would be closed with ACCESS_REFUSED and the run (or the outbox) would never finish.
+    as_role = {
+        role: settings.model_copy(update={"amqp_url": url, "ops_port": 0}) for role, url in users.items()
+    }
+    orchestrator = Orchestrator(as_role["orchestrator"])
+    await orchestrator.start()
+    worker = Worker(as_role["worker"])
+    stop = asyncio.Event()
+    worker_task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 20)
+        async with running_gateway(as_role["gateway"], pool) as gateway:
+            body = {
+                "model": {"name": "m"},
+                "steps": [
+                    {
+                        "name": "a",
+                        "kind": "synthetic",
+                        "params": {"results": [{"name": "t", "status": "passed"}]},
+                    },
+                    {"name": "b", "kind": "synthetic", "depends_on": ["a"]},
+                ],
+            }
+            run = await gateway.trigger(body)
+
+            async def succeeded() -> bool:
+                resp = await gateway.get(f"/model-runs/{run['id']}")
+                return bool((await resp.json())["status"] == "succeeded")
+
+            await eventually(succeeded, timeout=30, what="the run to succeed")
+            cancelled = await gateway.trigger(
+                {
+                    "model": {"name": "m"},
+                    "steps": [{"name": "long", "kind": "synthetic", "params": {"duration_seconds": 60}}],
+                }
+            )
+            resp = await gateway.post(f"/model-runs/{cancelled['id']}/cancel")
+            assert resp.status == 200
+
+            async def ended_cancelled() -> bool:
+                resp = await gateway.get(f"/model-runs/{cancelled['id']}")
+                return bool((await resp.json())["status"] == "cancelled")
+
+            await eventually(ended_cancelled, timeout=30, what="the cancelled run to end")
+
+            async def drained() -> bool:
+                return bool(await pool.fetchval("SELECT count(*) FROM outbox") == 0)
+
+            # The gateway's own events (run.queued, run.cancelling) were sent by the orchestrator.
+            await eventually(drained, timeout=15, what="the outbox to drain")
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker_task, 30)
+        await orchestrator.stop()
+    refusals = [
+        r for r in caplog.records if "ACCESS_REFUSED" in f"{r.getMessage()} {r.__dict__.get('error', '')}"
+    ]
+    assert not refusals, [r.getMessage() for r in refusals]

@@ -18,7 +18,9 @@ from openapi_spec_validator import validate
 
 from gateway.service import serve
 from shared import amqp
+from shared.amqp import Broker
 from shared.messages import RunCommand, decode
+from shared.outbox import OutboxPublisher
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     SQL,
@@ -138,7 +140,9 @@ async def test_trigger_with_the_broker_unreachable(settings: Settings, pool: asy
         assert (await (await gw.client.get("/readyz")).json())["rabbitmq"] == "down"
 
 
-async def test_with_the_broker_up_the_outbox_is_published(settings: Settings, pool: asyncpg.Pool) -> None:
+async def test_with_the_broker_up_the_gateway_publishes_its_commands(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
     connection = await aio_pika.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
@@ -158,16 +162,30 @@ async def test_with_the_broker_up_the_outbox_is_published(settings: Settings, po
             )
             assert command is not None
             assert decode(RunCommand, command.body) == RunCommand(command="trigger", run_id=UUID(run["id"]))
-            event = await eventually(lambda: results.get(fail=False, no_ack=True), what="run.queued")
-            assert event is not None
-            assert event.content_type == "application/cloudevents+json"
-            body = orjson.loads(event.body)
-            assert body["type"] == "modelruns.run.queued" and event.message_id == body["id"]
 
-            async def drained() -> bool:
-                return not await pool.fetch(SQL.outbox_rows)
+            async def command_sent() -> list[asyncpg.Record] | None:
+                rows = await pool.fetch(SQL.outbox_rows)
+                return None if any(r["exchange"] == amqp.COMMANDS for r in rows) else rows
 
-            await eventually(drained, what="the outbox to empty")
+            # Its own event waits for the orchestrator's publisher: the gateway writes commands only.
+            left_rows = await eventually(command_sent, what="the command row to go")
+            assert left_rows is not None
+            (left,) = left_rows
+            assert left["exchange"] == amqp.RESULTS and left["routing_key"] == "acme.run.queued"
+
+        broker = Broker(settings.amqp_url, name="test")
+        try:
+            await broker.connect()
+            await OutboxPublisher(pool, broker).drain()
+        finally:
+            await broker.close()
+        event = await eventually(lambda: results.get(fail=False, no_ack=True), what="run.queued")
+        assert event is not None
+        assert event.content_type == "application/cloudevents+json"
+        body = orjson.loads(event.body)
+        assert body["type"] == "modelruns.run.queued" and event.message_id == body["id"]
+        assert body["source"] == "/modelruns/gateway"
+        assert not await pool.fetch(SQL.outbox_rows)
     finally:
         await connection.close()
 
