@@ -180,6 +180,21 @@ class Engine:
             step = change.by_id.get(event.step_id)
             if step is None or not self._holds(change, step, event.attempt, event.worker_id):
                 return
+            cap = self.settings.max_test_results_per_step
+            if step.results_stored + len(event.results) > cap:
+                # Worker messages are untrusted input: a step that floods results is stopped, its
+                # first `cap` results kept; reporting that much again would do the same.
+                worker = step.worker_id
+                change.fail_attempt(
+                    step,
+                    "too_many_results",
+                    f"the step reported more than {cap} test results",
+                    retryable=False,
+                )
+                if worker is not None:
+                    change.tell_stop(change.run.id, step.id, event.attempt, worker, "fenced")
+                change.advance()
+                return
             rows = await self.repo.insert_results(conn, change.run.id, step.id, step.attempt, event.results)
             counts = dict(step.test_counts)
             for row in rows:

@@ -17,6 +17,7 @@ NEVER_RETRIED_CODES = frozenset(
         "invalid_junit",
         "cancelled",
         "dependency_failed",
+        "too_many_results",
     }
 )
 

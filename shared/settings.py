@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     dispatch_redeliveries: int = Field(default=3, ge=0, le=100)
     cancel_deadline_seconds: float = Field(default=30.0, gt=0)
+    max_test_results_per_step: int = Field(default=100_000, ge=1, le=10_000_000)
 
     worker_pools: CommaList = ("default",)
     worker_concurrency: int = Field(default=8, ge=1, le=1024)

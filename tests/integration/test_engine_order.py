@@ -138,3 +138,27 @@ async def test_results_that_overtook_their_start_in_a_cancelling_run_stop_the_wo
     async with pool.acquire() as conn, conn.transaction():
         snapshot = await engine.repo.lock(conn, step.run_id)
     assert snapshot is not None and snapshot[0].status is RunStatus.CANCELLED
+
+
+async def test_a_step_flooding_results_is_failed_and_stopped_with_its_first_ones_kept(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    changes: list[Change] = []
+    capped = settings.model_copy(update={"max_test_results_per_step": 3})
+    engine = Engine(Repository(pool), capped, on_change=changes.append)
+    step = await queued_step(pool, capped, engine, max_attempts=3)
+    ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1, "worker_id": WORKER}
+    await engine.started(WorkerStarted(**ref))
+    batch = [ReportedResult(seq=i, name=f"t{i}", status="passed") for i in range(2)]
+    await engine.results(WorkerResults(**ref, results=batch))
+    more = [ReportedResult(seq=i, name=f"t{i}", status="passed") for i in range(2, 4)]
+    await engine.results(WorkerResults(**ref, results=more))
+    (done,) = await steps_of(engine, step.run_id)
+    assert done.status is StepStatus.FAILED and done.attempt == 1
+    assert done.error is not None and done.error["code"] == "too_many_results"
+    assert done.results_stored == 2 and done.test_counts["total"] == 2
+    assert stops(changes) == [amqp.control_key(WORKER)]
+    # What the stopped worker still sends changes nothing.
+    await engine.finished(WorkerFinished(**ref, outcome="succeeded", results_count=4))
+    (after,) = await steps_of(engine, step.run_id)
+    assert after.status is StepStatus.FAILED and after.results_stored == 2

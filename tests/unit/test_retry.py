@@ -101,6 +101,7 @@ def test_verdicts_are_never_retried() -> None:
         "invalid_junit",
         "cancelled",
         "dependency_failed",
+        "too_many_results",
     } == NEVER_RETRIED_CODES
 
 
