@@ -5,7 +5,6 @@ cannot bind to another tenant's routing keys."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,13 +16,11 @@ import asyncpg
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
-from orchestrator.service import Orchestrator
 from shared import amqp
 from shared.settings import Settings
 from tests.conftest import rabbitmqctl
 from tests.integration.gateway_helpers import running_gateway
-from tests.waiting import eventually
-from worker.service import Worker
+from tests.integration.services_helpers import orchestrator_and_worker, run_and_cancel
 
 DEFINITIONS = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "definitions.json"
 
@@ -133,56 +130,12 @@ async def test_a_run_goes_all_the_way_with_each_service_as_its_own_user(
     as_role = {
         role: settings.model_copy(update={"amqp_url": url, "ops_port": 0}) for role, url in users.items()
     }
-    orchestrator = Orchestrator(as_role["orchestrator"])
-    await orchestrator.start()
-    worker = Worker(as_role["worker"])
-    stop = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(stop))
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 20)
-        async with running_gateway(as_role["gateway"], pool) as gateway:
-            body = {
-                "model": {"name": "m"},
-                "steps": [
-                    {
-                        "name": "a",
-                        "kind": "synthetic",
-                        "params": {"results": [{"name": "t", "status": "passed"}]},
-                    },
-                    {"name": "b", "kind": "synthetic", "depends_on": ["a"]},
-                ],
-            }
-            run = await gateway.trigger(body)
-
-            async def succeeded() -> bool:
-                resp = await gateway.get(f"/model-runs/{run['id']}")
-                return bool((await resp.json())["status"] == "succeeded")
-
-            await eventually(succeeded, timeout=30, what="the run to succeed")
-            cancelled = await gateway.trigger(
-                {
-                    "model": {"name": "m"},
-                    "steps": [{"name": "long", "kind": "synthetic", "params": {"duration_seconds": 60}}],
-                }
-            )
-            resp = await gateway.post(f"/model-runs/{cancelled['id']}/cancel")
-            assert resp.status == 200
-
-            async def ended_cancelled() -> bool:
-                resp = await gateway.get(f"/model-runs/{cancelled['id']}")
-                return bool((await resp.json())["status"] == "cancelled")
-
-            await eventually(ended_cancelled, timeout=30, what="the cancelled run to end")
-
-            async def drained() -> bool:
-                return bool(await pool.fetchval("SELECT count(*) FROM outbox") == 0)
-
-            # The gateway's own events (run.queued, run.cancelling) were sent by the orchestrator.
-            await eventually(drained, timeout=15, what="the outbox to drain")
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker_task, 30)
-        await orchestrator.stop()
+    async with (
+        orchestrator_and_worker(as_role["orchestrator"], as_role["worker"]),
+        running_gateway(as_role["gateway"], pool) as gateway,
+    ):
+        # The gateway's own events (run.queued, run.cancelling) are sent by the orchestrator.
+        await run_and_cancel(gateway, pool)
     refusals = [
         r for r in caplog.records if "ACCESS_REFUSED" in f"{r.getMessage()} {r.__dict__.get('error', '')}"
     ]

@@ -13,8 +13,10 @@ import pytest
 from shared import apikeys
 from shared.db import migrate
 from shared.db.pool import create_pool
+from shared.settings import Settings
 from tests.conftest import ADMIN_URL, _with_db
 from tests.integration.gateway_helpers import broker_down_settings, running_gateway
+from tests.integration.services_helpers import orchestrator_and_worker, run_and_cancel
 
 
 @dataclass
@@ -77,3 +79,25 @@ async def test_services_run_as_a_role_that_owns_nothing(roles: Roles) -> None:
         await pool.close()
     # A second upgrade (nothing to apply) still grants, and is harmless.
     assert await migrate.upgrade(roles.owner_url, roles.service_url) == []
+
+
+async def test_a_whole_run_goes_through_under_the_service_role(roles: Roles, amqp_url: str) -> None:
+    await migrate.upgrade(roles.owner_url, roles.service_url)
+    settings = Settings(
+        database_url=roles.service_url,
+        amqp_url=amqp_url,
+        http_port=0,
+        step_lease_seconds=3,
+        heartbeat_seconds=0.5,
+        reconcile_seconds=0.5,
+        outbox_poll_seconds=0.2,
+        page_token_secret="test-secret",
+    )
+    pool = await create_pool(roles.service_url, max_size=5)
+    try:
+        # Orchestrator, worker and gateway all on the service role: an insufficient grant would
+        # fail a transaction and the run would never end.
+        async with orchestrator_and_worker(settings), running_gateway(settings, pool) as gw:
+            await run_and_cancel(gw, pool)
+    finally:
+        await pool.close()

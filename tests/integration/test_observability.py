@@ -25,6 +25,7 @@ from shared import amqp, tracing
 from shared.settings import Settings
 from tests.asyncapi_support import validate_event
 from tests.integration.gateway_helpers import Gateway, running_gateway
+from tests.integration.services_helpers import orchestrator_and_worker
 from tests.waiting import eventually
 from worker.service import Worker
 
@@ -103,19 +104,12 @@ async def running_stack(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator
     # The reconciler is slowed so that only the messages move the run: a repair would start a
     # trace of its own, and this test follows the one the trigger began.
     settings = settings.model_copy(update={"ops_port": 0, "reconcile_seconds": 60.0})
-    orchestrator = Orchestrator(settings)
-    await orchestrator.start()
-    worker = Worker(settings)
-    stop = asyncio.Event()
-    worker_task = asyncio.create_task(worker.run(stop))
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 20)
-        async with running_gateway(settings, pool) as gateway, aiohttp.ClientSession() as http:
-            yield Stack(gateway, orchestrator, worker, http)
-    finally:
-        stop.set()
-        await asyncio.wait_for(worker_task, 30)
-        await orchestrator.stop()
+    async with (
+        orchestrator_and_worker(settings) as (orchestrator, worker),
+        running_gateway(settings, pool) as gateway,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Stack(gateway, orchestrator, worker, http)
 
 
 @pytest.fixture
