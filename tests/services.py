@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -92,10 +92,13 @@ def wait_until_down(host: str, port: int, timeout: float = START_TIMEOUT) -> boo
 # --- local services -----------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str], timeout: float = START_TIMEOUT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             list(argv),
+            env=None if env is None else dict(env),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -191,18 +191,9 @@ class PrivateRabbitMQ:
     def _ctl(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         # Run directly (not through /usr/sbin's wrapper, which switches to the rabbitmq user) with
         # this node's HOME, where its cookie is.
-        try:
-            return subprocess.run(
-                [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args],
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ServiceError(f"rabbitmqctl {' '.join(args)} did not finish within {timeout:.0f}s") from exc
+        return _run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.node, *args], timeout, env=self.env()
+        )
 
     def ctl(self, *args: str, timeout: float = START_TIMEOUT) -> str:
         done = self._ctl(*args, timeout=timeout)
