@@ -81,18 +81,9 @@ async def test_services_run_as_a_role_that_owns_nothing(roles: Roles) -> None:
     assert await migrate.upgrade(roles.owner_url, roles.service_url) == []
 
 
-async def test_a_whole_run_goes_through_under_the_service_role(roles: Roles, amqp_url: str) -> None:
+async def test_a_whole_run_goes_through_under_the_service_role(roles: Roles, settings: Settings) -> None:
     await migrate.upgrade(roles.owner_url, roles.service_url)
-    settings = Settings(
-        database_url=roles.service_url,
-        amqp_url=amqp_url,
-        http_port=0,
-        step_lease_seconds=3,
-        heartbeat_seconds=0.5,
-        reconcile_seconds=0.5,
-        outbox_poll_seconds=0.2,
-        page_token_secret="test-secret",
-    )
+    settings = settings.model_copy(update={"database_url": roles.service_url})
     pool = await create_pool(roles.service_url, max_size=5)
     try:
         # Orchestrator, worker and gateway all on the service role: an insufficient grant would
