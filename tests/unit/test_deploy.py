@@ -47,8 +47,8 @@ ORCHESTRATOR_QUEUES = (amqp.COMMANDS_QUEUE, amqp.WORKER_EVENTS_QUEUE, amqp.DEAD_
 ALLOWED = {
     "gateway": {
         "configure": tuple(amqp.EXCHANGES),
-        # Its outbox publisher sends whatever rows are due, not only the gateway's own.
-        "write": (amqp.COMMANDS, amqp.STEPS, amqp.CONTROL, amqp.RESULTS),
+        # Its outbox publisher sends command rows only; the orchestrator's sends the rest.
+        "write": (amqp.COMMANDS,),
         "read": (),
     },
     "orchestrator": {
@@ -71,7 +71,10 @@ ALLOWED = {
     },
 }
 DENIED = {
-    "gateway": {"read": (*ORCHESTRATOR_QUEUES, POOL_QUEUE), "write": (amqp.WORKER_EVENTS,)},
+    "gateway": {
+        "read": (*ORCHESTRATOR_QUEUES, POOL_QUEUE),
+        "write": (amqp.WORKER_EVENTS, amqp.STEPS, amqp.CONTROL, amqp.RESULTS, amqp.DEAD),
+    },
     "worker": {
         "write": (amqp.COMMANDS, amqp.STEPS, amqp.RESULTS, amqp.CONTROL),
         "read": (amqp.COMMANDS_QUEUE, amqp.WORKER_EVENTS_QUEUE, amqp.RESULTS),
