@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
 import subprocess
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 from aiohttp import web
 
+from bench.stack import services
 from gateway.app import create_app
 from shared import apikeys
 from shared.db import migrate
@@ -26,19 +23,15 @@ from shared.db.pool import create_pool
 from shared.settings import Settings
 from tests.fuzzing import FuzzReport, fuzz
 
-ADMIN_URL = os.environ.get("MODELRUNS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Fuzzing"
 
 
-def _with_db(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
 async def _serve_and_fuzz(examples: int, stateful: int, seed: int) -> FuzzReport:
-    url = _with_db(ADMIN_URL, f"modelruns_fuzz_{uuid.uuid4().hex[:10]}")
-    await migrate.upgrade(url)
-    try:
+    # A scratch database of the bench's own; the broker is never used (triggers wait in the outbox).
+    async with services("fuzz") as scratch:
+        url = scratch.db_url
+        await migrate.upgrade(url)
         pool = await create_pool(url, max_size=2)
         try:
             key = await apikeys.create_key(pool, "fuzz", apikeys.SCOPES)
@@ -69,12 +62,6 @@ async def _serve_and_fuzz(examples: int, stateful: int, seed: int) -> FuzzReport
             )
         finally:
             await runner.cleanup()
-    finally:
-        conn = await asyncpg.connect(ADMIN_URL)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def _commit() -> str:
