@@ -36,6 +36,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--peer", action="append", choices=["celery", "procrastinate", "dbos"], help="only these peers"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample W1's processes with py-spy and summarise where time goes",
+    )
     return parser.parse_args(argv)
 
 

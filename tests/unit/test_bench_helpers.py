@@ -77,3 +77,18 @@ def test_profile_summary_counts_each_function_once_per_sample() -> None:
     total, top = summarize(collapsed)
     assert total == 4
     assert dict(top) == {"handle (engine.py)": 0.75}
+
+
+def test_every_flag_a_benchmark_reads_is_parsed() -> None:
+    from bench.__main__ import parse
+
+    args = parse([])
+    assert (args.names, args.scale, args.steps, args.profile) == ([], 1.0, 5, False)
+    chosen = parse(["w1", "--profile", "--topology", "up", "--runs", "200", "--peer", "dbos"])
+    assert (chosen.names, chosen.profile, chosen.topology, chosen.runs, chosen.peer) == (
+        ["w1"],
+        True,
+        ["up"],
+        200,
+        ["dbos"],
+    )
