@@ -21,6 +21,8 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 
+from tests.services import wait_or_kill
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"
 LOGS = WORK / "logs"
@@ -154,11 +156,7 @@ class Process:
         if self.popen is None or self.popen.poll() is not None:
             return
         self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
+        wait_or_kill(self.popen, timeout=45)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
@@ -87,6 +88,15 @@ def wait_for(probe: Callable[[], bool], timeout: float = START_TIMEOUT, interval
 
 def wait_until_down(host: str, port: int, timeout: float = START_TIMEOUT) -> bool:
     return wait_for(lambda: not is_up(host, port, timeout=0.5), timeout)
+
+
+def wait_or_kill(process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Wait for a process told to stop; kill it when it overstays `timeout`."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 # --- local services -----------------------------------------------------------------------------

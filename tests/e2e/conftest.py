@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import create_database, create_vhost, drop_database, drop_vhost
+from tests.services import wait_or_kill
 
 BIN = Path(sys.executable).parent
 
@@ -73,11 +74,7 @@ class Stack:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        wait_or_kill(self.process)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-20_000:]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from tests.e2e.conftest import BIN, free_port, service_env
+from tests.services import wait_or_kill
 
 # Short enough that a lost worker is noticed within seconds; the heartbeat renews well inside it.
 TIMINGS = {
@@ -208,11 +209,7 @@ class Cluster:
                 service.process.terminate()  # type: ignore[union-attr]
         for service in self.services.values():
             if service.process is not None:
-                try:
-                    service.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    service.process.kill()
-                    service.process.wait(timeout=10)
+                wait_or_kill(service.process)
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{s.tail(3000)}" for name, s in self.services.items())
