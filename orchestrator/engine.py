@@ -7,7 +7,7 @@ message handled twice, late or out of order changes nothing that is already righ
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -19,6 +19,7 @@ from orchestrator.state import StepState
 from shared import outbox
 from shared.db.pool import Conn
 from shared.messages import (
+    RunCommand,
     StepDispatch,
     StepErrorReport,
     StopStep,
@@ -36,7 +37,13 @@ from shared.states import RunStatus, StepStatus
 log = logging.getLogger(__name__)
 Decide = Callable[[Change, Conn], Awaitable[None]]
 StepEvent = WorkerStarted | WorkerResults | WorkerFinished
+# What the orchestrator's queues carry that is decided under a run's lock.
+Decidable = RunCommand | WorkerStarted | WorkerResults | WorkerFinished
 RACE_RETRIES = 5
+
+
+async def _advance(change: Change, _: Conn) -> None:
+    change.advance()
 
 
 class Engine:
@@ -57,45 +64,71 @@ class Engine:
 
     async def in_run(self, run_id: UUID, decide: Decide) -> Change | None:
         """Lock the run, let `decide` change it, write the change; None when the run does not exist."""
+        return (await self.in_runs({run_id: decide}))[run_id]
+
+    async def in_runs(self, decisions: Mapping[UUID, Decide]) -> dict[UUID, Change | None]:
+        """`in_run` for many runs in one transaction: their locks (taken in id order, so two
+        such transactions never deadlock on runs), one read of them all, one write of every
+        change. A race lost on any run decides them all again."""
         for attempt in range(1, RACE_RETRIES + 1):
             try:
                 async with self.repo.pool.acquire() as conn, conn.transaction():
-                    snapshot = await self.repo.lock(conn, run_id)
-                    if snapshot is None:
-                        return None
-                    run, steps = snapshot
-                    change = Change(
-                        run,
-                        steps,
-                        now=utc_now(),
-                        lease_seconds=self.settings.step_lease_seconds,
-                        policy=self.policy,
-                    )
-                    await decide(change, conn)
-                    await self.repo.write(conn, change)
+                    snapshots = await self.repo.lock_many(conn, list(decisions))
+                    now = utc_now()
+                    changes: dict[UUID, Change | None] = {}
+                    for run_id, decide in decisions.items():
+                        snapshot = snapshots.get(run_id)
+                        if snapshot is None:
+                            changes[run_id] = None
+                            continue
+                        run, steps = snapshot
+                        change = Change(
+                            run,
+                            steps,
+                            now=now,
+                            lease_seconds=self.settings.step_lease_seconds,
+                            policy=self.policy,
+                        )
+                        await decide(change, conn)
+                        changes[run_id] = change
+                    await self.repo.write(conn, [c for c in changes.values() if c is not None])
             except (LostRace, asyncpg.exceptions.DeadlockDetectedError) as exc:
                 if attempt == RACE_RETRIES:
                     raise
                 log.info(
                     "state moved meanwhile, deciding again",
-                    extra={"action": "engine.race", "run_id": str(run_id), "error": str(exc)},
+                    extra={"action": "engine.race", "runs": len(decisions), "error": str(exc)},
                 )
                 continue
-            if change.messages:
+            written = [c for c in changes.values() if c is not None]
+            if any(c.messages for c in written):
                 self.on_commit()
-            self.on_change(change)
-            return change
+            for change in written:
+                self.on_change(change)
+            return changes
         raise AssertionError("unreachable")
+
+    async def handle(self, batch: Mapping[UUID, Sequence[Decidable]]) -> None:
+        """Commands and worker events of many runs in one transaction, each run's in the order
+        given: the decisions one transaction each would make, for one lock, one read and one
+        write of them all."""
+
+        def of_run(items: Sequence[Decidable]) -> Decide:
+            decisions = [self._decision(item) for item in items]
+
+            async def decide(change: Change, conn: Conn) -> None:
+                for decision in decisions:
+                    await decision(change, conn)
+
+            return decide
+
+        await self.in_runs({run_id: of_run(items) for run_id, items in batch.items()})
 
     # -- commands -----------------------------------------------------------------------------
 
     async def advance(self, run_id: UUID) -> Change | None:
         """A trigger, a cancel, or the reconciler's nudge: carry the run as far as it goes now."""
-
-        async def decide(change: Change, _: Conn) -> None:
-            change.advance()
-
-        return await self.in_run(run_id, decide)
+        return await self.in_run(run_id, _advance)
 
     # -- worker events -----------------------------------------------------------------------
 
@@ -151,23 +184,14 @@ class Engine:
     async def finished(self, event: WorkerFinished) -> None:
         await self.in_run(event.run_id, self._decision(event))
 
-    async def worker_events(self, run_id: UUID, events: Sequence[StepEvent]) -> None:
-        """Several events of one run in one transaction, in the order given: the decisions that
-        one transaction each would make, for one lock, one read and one write."""
-        decisions = [self._decision(event) for event in events]
-
-        async def decide(change: Change, conn: Conn) -> None:
-            for decision in decisions:
-                await decision(change, conn)
-
-        await self.in_run(run_id, decide)
-
-    def _decision(self, event: StepEvent) -> Decide:
-        if isinstance(event, WorkerStarted):
-            return self._on_started(event)
-        if isinstance(event, WorkerResults):
-            return self._on_results(event)
-        return self._on_finished(event)
+    def _decision(self, item: Decidable) -> Decide:
+        if isinstance(item, RunCommand):
+            return _advance
+        if isinstance(item, WorkerStarted):
+            return self._on_started(item)
+        if isinstance(item, WorkerResults):
+            return self._on_results(item)
+        return self._on_finished(item)
 
     def _on_started(self, event: WorkerStarted) -> Decide:
         async def decide(change: Change, _: Conn) -> None:

@@ -1,31 +1,38 @@
 -- Every statement of the orchestrator. Writers of a run's state hold that run's row lock
 -- (lock_run) for the whole transaction; the step UPDATEs also guard on the status they expect.
 
--- name: lock_run
+-- name: lock_runs
+-- Locked in id order: two transactions locking overlapping sets of runs never deadlock.
 SELECT id, tenant_id, status, model, labels, parameters, fail_fast, step_counts, test_counts,
        last_runseq, error, created_at, started_at, finished_at, cancel_requested_at
 FROM runs
-WHERE id = $1
+WHERE id = ANY($1::uuid[])
+ORDER BY id
 FOR UPDATE;
 
--- name: run_steps
+-- name: runs_steps
 SELECT id, run_id, position, name, kind, params, depends_on, pool, status, attempt, max_attempts,
        timeout_seconds, allow_test_failures, worker_id, outputs, error, test_counts, results_stored,
        held_finish, held_finish_at, created_at, queued_at, started_at, finished_at, lease_expires_at,
        stop_requested_at, not_before, dispatch_count
 FROM steps
-WHERE run_id = $1
-ORDER BY position;
+WHERE run_id = ANY($1::uuid[])
+ORDER BY run_id, position;
 
 -- name: step_run
 SELECT run_id FROM steps WHERE id = $1;
 
--- name: update_run
-UPDATE runs
-SET status = $3, step_counts = $4, test_counts = $5, last_runseq = $6, error = $7,
-    started_at = $8, finished_at = $9, updated_at = now()
-WHERE id = $1 AND status = $2::run_status
-RETURNING id;
+-- name: update_runs
+-- One statement for every changed run; each row guards on the status this transaction read.
+UPDATE runs AS r
+SET status = u.status, step_counts = u.step_counts, test_counts = u.test_counts,
+    last_runseq = u.last_runseq, error = u.error, started_at = u.started_at,
+    finished_at = u.finished_at, updated_at = now()
+FROM unnest($1::uuid[], $2::run_status[], $3::run_status[], $4::jsonb[], $5::jsonb[], $6::bigint[],
+            $7::jsonb[], $8::timestamptz[], $9::timestamptz[])
+     AS u(id, expected, status, step_counts, test_counts, last_runseq, error, started_at, finished_at)
+WHERE r.id = u.id AND r.status = u.expected
+RETURNING r.id;
 
 -- name: update_steps
 -- One statement for every changed step; each row guards on the status this transaction read.
@@ -47,7 +54,7 @@ RETURNING s.id;
 
 -- name: insert_events
 INSERT INTO run_events (run_id, runseq, event_id, type, body)
-SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::jsonb[]);
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::jsonb[]);
 
 -- name: insert_results
 -- A redelivered report is stored once: only the rows returned here are new.

@@ -36,12 +36,17 @@ class Repository:
         self.pool = pool
 
     @staticmethod
-    async def lock(conn: Conn, run_id: UUID) -> tuple[RunState, list[StepState]] | None:
-        row = await conn.fetchrow(Q.lock_run, run_id)
-        if row is None:
-            return None
-        steps = [StepState.from_record(r) for r in await conn.fetch(Q.run_steps, run_id)]
-        return RunState.from_record(row), steps
+    async def lock_many(conn: Conn, run_ids: Sequence[UUID]) -> dict[UUID, tuple[RunState, list[StepState]]]:
+        """Lock the runs that exist among `run_ids` and read them with their steps."""
+        runs = {r["id"]: RunState.from_record(r) for r in await conn.fetch(Q.lock_runs, run_ids)}
+        steps: dict[UUID, list[StepState]] = {run_id: [] for run_id in runs}
+        for record in await conn.fetch(Q.runs_steps, list(runs)):
+            steps[record["run_id"]].append(StepState.from_record(record))
+        return {run_id: (run, steps[run_id]) for run_id, run in runs.items()}
+
+    @classmethod
+    async def lock(cls, conn: Conn, run_id: UUID) -> tuple[RunState, list[StepState]] | None:
+        return (await cls.lock_many(conn, [run_id])).get(run_id)
 
     async def run_of_step(self, step_id: UUID) -> UUID | None:
         value = await self.pool.fetchval(Q.step_run, step_id)
@@ -68,9 +73,11 @@ class Repository:
         )
 
     @staticmethod
-    async def write(conn: Conn, change: Change) -> None:
-        """Write what `change` decided, in the caller's transaction (which holds the run lock)."""
-        steps = change.dirty_steps
+    async def write(conn: Conn, changes: Sequence[Change]) -> None:
+        """Write what `changes` decided, in the caller's transaction (which holds their runs' locks):
+        one statement per table for all of them."""
+        # In id order, as renew_leases locks them, to keep the two from deadlocking.
+        steps = sorted((s for c in changes for s in c.dirty_steps), key=lambda s: s.id)
         if steps:
             updated = await conn.fetch(
                 Q.update_steps,
@@ -94,33 +101,34 @@ class Repository:
                 [s.dispatch_count for s in steps],
             )
             if len(updated) != len(steps):
-                raise LostRace(f"{len(steps) - len(updated)} step(s) of run {change.run.id} moved meanwhile")
-        if change.run_dirty:
-            run = change.run
-            done = await conn.fetchval(
-                Q.update_run,
-                run.id,
-                run.loaded_status.value,
-                run.status.value,
-                run.step_counts,
-                run.test_counts,
-                run.last_runseq,
-                run.error,
-                run.started_at,
-                run.finished_at,
+                raise LostRace(f"{len(steps) - len(updated)} step(s) moved meanwhile")
+        runs = [c.run for c in changes if c.run_dirty]
+        if runs:
+            updated = await conn.fetch(
+                Q.update_runs,
+                [r.id for r in runs],
+                [r.loaded_status.value for r in runs],
+                [r.status.value for r in runs],
+                [r.step_counts for r in runs],
+                [r.test_counts for r in runs],
+                [r.last_runseq for r in runs],
+                [r.error for r in runs],
+                [r.started_at for r in runs],
+                [r.finished_at for r in runs],
             )
-            if done is None:
-                raise LostRace(f"run {run.id} moved meanwhile")
-        if change.events:
+            if len(updated) != len(runs):
+                raise LostRace(f"{len(runs) - len(updated)} run(s) moved meanwhile")
+        events = [(c.run.id, e) for c in changes for e in c.events]
+        if events:
             await conn.execute(
                 Q.insert_events,
-                change.run.id,
-                [e.runseq for e in change.events],
-                [e.event_id for e in change.events],
-                [e.type for e in change.events],
-                [e.body for e in change.events],
+                [run_id for run_id, _ in events],
+                [e.runseq for _, e in events],
+                [e.event_id for _, e in events],
+                [e.type for _, e in events],
+                [e.body for _, e in events],
             )
-        await outbox.insert(conn, change.messages)
+        await outbox.insert(conn, [m for c in changes for m in c.messages])
 
     async def heartbeat_targets(self, step_ids: list[UUID], attempts: list[int]) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q.heartbeat_targets, step_ids, attempts))

@@ -7,30 +7,28 @@ import contextlib
 import logging
 import os
 import socket
+from uuid import UUID
 
 from aio_pika.abc import AbstractIncomingMessage
 
 from orchestrator.acking import Consume, Handler, settling
-from orchestrator.batching import RunBatcher
+from orchestrator.batching import Batcher
 from orchestrator.change import Change
-from orchestrator.engine import Engine
+from orchestrator.engine import Decidable, Engine
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.reconciler import Reconciler
 from orchestrator.repository import Repository
 from shared import amqp
 from shared.amqp import Broker
-from shared.db.pool import wait_for_pool
-from shared.errors import InvalidMessage
+from shared.db.pool import CONNECTION_ERRORS, wait_for_pool
+from shared.errors import DatabaseUnavailable, InvalidMessage
 from shared.events import TERMINAL_RUN_EVENTS
 from shared.messages import (
     RunCommand,
     StepDispatch,
-    WorkerFinished,
     WorkerHeartbeat,
-    WorkerResults,
-    WorkerStarted,
     decode,
-    decode_worker_event,
+    decode_worker_message,
 )
 from shared.ops import OpsServer
 from shared.outbox import OutboxPublisher
@@ -95,8 +93,10 @@ class Orchestrator:
             poll_seconds=self.settings.outbox_poll_seconds,
         )
         self.engine = Engine(self.repo, self.settings, on_commit=self.publisher.wake, on_change=self.observe)
-        self.step_events: RunBatcher[WorkerStarted | WorkerResults | WorkerFinished] = RunBatcher(
-            self.engine.worker_events
+        # Commands and worker events share the batches: a trigger and the events of other runs
+        # are one transaction.
+        self.batcher: Batcher[Decidable] = Batcher(
+            self.engine.handle, whole=(*CONNECTION_ERRORS, DatabaseUnavailable)
         )
         self.reconciler = Reconciler(
             self.engine,
@@ -141,14 +141,23 @@ class Orchestrator:
 
     async def on_command(self, body: bytes) -> None:
         command = decode(RunCommand, body)
-        await self.engine.advance(command.run_id)
+        await self.batcher.submit(command.run_id, command)
 
     async def on_worker_event(self, body: bytes) -> None:
-        event = decode_worker_event(body)
-        if isinstance(event, WorkerStarted | WorkerResults | WorkerFinished):
-            await self.step_events.submit(event.run_id, event)
-        elif isinstance(event, WorkerHeartbeat):
-            await self.engine.heartbeat(event)
+        events, problems = decode_worker_message(body)
+        for problem in problems:
+            log.warning(
+                "poison worker event dropped", extra={"action": "message.poison_event", "error": problem}
+            )
+            self.metrics.messages.labels(amqp.WORKER_EVENTS_QUEUE, "poison_event").inc()
+        steps: list[tuple[UUID, Decidable]] = []
+        for event in events:
+            if isinstance(event, WorkerHeartbeat):
+                await self.engine.heartbeat(event)
+            else:
+                steps.append((event.run_id, event))
+        if steps:
+            await self.batcher.submit_many(steps)
 
     async def on_dead_letter(self, message: AbstractIncomingMessage) -> None:
         """Settle what the broker gave up on: a dispatch is re-sent or its attempt failed; anything

@@ -130,6 +130,21 @@ _worker_event: TypeAdapter[WorkerStarted | WorkerHeartbeat | WorkerResults | Wor
 )
 
 
+# The events of one attempt's report that a batch carries, validated one by one.
+StepEventMessage = Annotated[WorkerStarted | WorkerResults | WorkerFinished, Field(discriminator="type")]
+_step_event: TypeAdapter[WorkerStarted | WorkerResults | WorkerFinished] = TypeAdapter(StepEventMessage)
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class WorkerBatch(Message):
+    """Several step events of one worker in one message: what its publisher had queued while the
+    broker confirmed the previous message, each attempt's in the order they happened. One message
+    instead of one per event is one publish, one confirm, one delivery and one ack."""
+
+    type: Literal["batch"] = "batch"
+    events: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
 class StopStep(Message):
     """orchestrator → one worker: stop this attempt now."""
 
@@ -162,10 +177,42 @@ def decode(model: type[M], body: bytes) -> M:
 
 
 def decode_worker_event(body: bytes) -> WorkerStarted | WorkerHeartbeat | WorkerResults | WorkerFinished:
+    return _worker_event_of(_load(body))
+
+
+def _worker_event_of(data: Any) -> WorkerStarted | WorkerHeartbeat | WorkerResults | WorkerFinished:
     try:
-        return _worker_event.validate_python(_load(body))
+        return _worker_event.validate_python(data)
     except ValidationError as exc:
         raise InvalidMessage(f"not a valid worker event: {exc.errors()[0]['msg']}") from None
+
+
+def batch_body(bodies: list[bytes]) -> bytes:
+    """A WorkerBatch of already encoded events, without decoding and encoding them again."""
+    return b'{"v":1,"type":"batch","events":[' + b",".join(bodies) + b"]}"
+
+
+def decode_worker_message(
+    body: bytes,
+) -> tuple[list[WorkerStarted | WorkerHeartbeat | WorkerResults | WorkerFinished], list[str]]:
+    """A worker's message as its events, in order, and what was wrong with any it held that are
+    not valid: one bad event of a batch is dropped alone. Raises InvalidMessage when the message
+    itself is neither an event nor a batch."""
+    data = _load(body)
+    if not (isinstance(data, dict) and data.get("type") == "batch"):
+        return [_worker_event_of(data)], []
+    try:
+        batch = WorkerBatch.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidMessage(f"not a valid worker batch: {exc.errors()[0]['msg']}") from None
+    events: list[WorkerStarted | WorkerHeartbeat | WorkerResults | WorkerFinished] = []
+    problems: list[str] = []
+    for i, raw in enumerate(batch.events):
+        try:
+            events.append(_step_event.validate_python(raw))
+        except ValidationError as exc:
+            problems.append(f"event {i} of the batch is not a valid step event: {exc.errors()[0]['msg']}")
+    return events, problems
 
 
 def utc_now() -> datetime:

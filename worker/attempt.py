@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from shared.messages import (
     WorkerResults,
     WorkerStarted,
 )
-from worker.context import Policy, StepContext
+from worker.context import Policy, Scratch, StepContext
 from worker.publisher import EventPublisher
 from worker.results import ResultBuffer, cut
 
@@ -212,12 +211,7 @@ class Attempt:
             self._results_due.clear()
             self._send_results()
 
-    def _scratch(self) -> Path:
-        self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _, step_id, attempt = self.key
-        return Path(tempfile.mkdtemp(prefix=f"{step_id.hex}-{attempt}-", dir=self.scratch_root))
-
-    def _prepare(self, scratch: Path) -> tuple[Callable[..., Awaitable[Any]], Any, StepContext] | Ending:
+    def _prepare(self, scratch: Scratch) -> tuple[Callable[..., Awaitable[Any]], Any, StepContext] | Ending:
         dispatch = self.dispatch
         try:
             kind = get_kind(dispatch.kind)
@@ -247,7 +241,7 @@ class Attempt:
             parameters=dispatch.parameters,
             inputs=dispatch.inputs,
             params=dispatch.params,
-            scratch_dir=scratch,
+            scratch=scratch,
             policy=self.policy,
             results=self.results,
         )
@@ -339,11 +333,10 @@ class Attempt:
         acknowledging = asyncio.ensure_future(self._acknowledge(confirmed))
         streaming = asyncio.ensure_future(self._stream_results())
         log.info("step starting", extra={"action": "worker.step_starting", **self._log})
-        scratch: Path | None = None
+        scratch = Scratch(self.scratch_root, f"{step_id.hex}-{attempt}-")
         ending = failure("step_failed", "the worker could not run the step", retryable=True)
         try:
             try:
-                scratch = await asyncio.to_thread(self._scratch)
                 prepared = self._prepare(scratch)
                 if isinstance(prepared, Ending):
                     ending = prepared
@@ -374,6 +367,6 @@ class Attempt:
                     task.cancel()
                 elif not task.cancelled():
                     task.exception()  # retrieved: how it ended is already reported
-            if scratch is not None:
-                await asyncio.to_thread(shutil.rmtree, scratch, True)
+            if scratch.path is not None:
+                await asyncio.to_thread(shutil.rmtree, scratch.path, True)
         return ending

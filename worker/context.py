@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,31 @@ class Policy:
         return False
 
 
+class Scratch:
+    """A step's private directory (0700, a fresh name under `root`), made when the step first asks
+    for it: most steps never do, and they pay no file system work for it."""
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        self.root = root
+        self.prefix = prefix
+        self.path: Path | None = None
+        self._making = threading.Lock()
+
+    @classmethod
+    def existing(cls, path: Path) -> Scratch:
+        """A directory that is there already (a test's, or a caller's own)."""
+        scratch = cls(path.parent, path.name)
+        scratch.path = path
+        return scratch
+
+    def get(self) -> Path:
+        with self._making:  # a step's threads may ask at once
+            if self.path is None:
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.path = Path(tempfile.mkdtemp(prefix=self.prefix, dir=self.root))
+            return self.path
+
+
 @dataclass
 class StepContext:
     run_id: UUID
@@ -48,11 +74,16 @@ class StepContext:
     parameters: dict[str, Any]
     inputs: dict[str, dict[str, Any]]
     params: Mapping[str, Any]
-    scratch_dir: Path
+    scratch: Scratch
     policy: Policy = field(default_factory=Policy)
     results: ResultBuffer = field(default_factory=ResultBuffer)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     _cancelled_flag: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def scratch_dir(self) -> Path:
+        """The step's private directory, made on first use and removed after the step."""
+        return self.scratch.get()
 
     def report(
         self,

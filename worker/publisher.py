@@ -1,9 +1,11 @@
 """Worker events to the orchestrator: held in memory, in order, until the broker confirms them.
 
-Each attempt's events form a stream that is sent strictly in order (started, results..., finished):
-only a stream's head is ever in flight, so a failed publish cannot be overtaken by the next one.
-Heads of different streams are sent together, pipelined on one confirming channel. A broker outage
-only delays the streams; they resume when `Broker` has reconnected.
+Each attempt's events form a stream that is sent strictly in order (started, results..., finished).
+The publisher sends one message at a time, and it carries everything queued meanwhile (a
+WorkerBatch of many streams' events, each stream's in order) once there is more than one event:
+a busy worker pays one publish and one confirm for many events, and the orchestrator one
+delivery and one ack. A failed publish is sent again whole, so nothing overtakes it. A broker
+outage only delays the streams; they resume when `Broker` has reconnected.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from pydantic import BaseModel
 
 from shared import amqp, tracing
 from shared.errors import BrokerUnavailable
-from shared.messages import encode
+from shared.messages import MAX_EVENTS_PER_BATCH, batch_body, encode
 
 log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 10.0
-WINDOW = 64
+WINDOW = 256
+# A batch stops growing past this many bytes of events (it always holds at least one).
+BATCH_BYTES = 1024 * 1024
 RETRY_MIN = 0.1
 RETRY_MAX = 2.0
 LOG_EVERY = 30.0
@@ -139,6 +143,30 @@ class EventPublisher:
             # raises on the return, and that is a failure to retry.
             await exchange.publish(message, amqp.WORKER_EVENT_KEY, mandatory=True, timeout=timeout)
 
+    def _next(self) -> tuple[list[tuple[Hashable, int]], Pending | None]:
+        """The queued events of the first `window` streams, as how many of each stream's it holds
+        and the one message that carries them (a batch continues the first event's trace)."""
+        taken: list[tuple[Hashable, int]] = []
+        bodies: list[bytes] = []
+        first: Pending | None = None
+        size = 0
+        for key, stream in islice(self._streams.items(), self.window):
+            sent = 0
+            for item in stream:
+                if bodies and (size + len(item.body) > BATCH_BYTES or len(bodies) == MAX_EVENTS_PER_BATCH):
+                    break
+                first = first or item
+                bodies.append(item.body)
+                size += len(item.body)
+                sent += 1
+            if sent:
+                taken.append((key, sent))
+            if sent < len(stream):
+                break  # the batch is full
+        if first is None or len(bodies) == 1:
+            return taken, first
+        return taken, Pending(batch_body(bodies), "batch", trace=first.trace)
+
     def _note_failure(self, error: BaseException) -> None:
         now = time.monotonic()
         if self._failing_since is None:
@@ -167,40 +195,29 @@ class EventPublisher:
         delay = RETRY_MIN
         while True:
             await self._wake.wait()
-            heads = [(key, stream[0]) for key, stream in islice(self._streams.items(), self.window)]
-            if not heads:
+            taken, message = self._next()
+            if message is None:
                 self._wake.clear()
                 self._idle.set()
                 continue
-            failure: BaseException | None = None
             try:
-                exchange = await self._ready()
+                await self._publish(await self._ready(), message, PUBLISH_TIMEOUT)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failure = exc
-            else:
-                outcomes = await asyncio.gather(
-                    *(self._publish(exchange, item, PUBLISH_TIMEOUT) for _, item in heads),
-                    return_exceptions=True,
-                )
-                for (key, item), outcome in zip(heads, outcomes, strict=True):
-                    if isinstance(outcome, asyncio.CancelledError):
-                        raise outcome
-                    if isinstance(outcome, BaseException):
-                        failure = outcome
-                        continue
-                    stream = self._streams[key]
-                    stream.popleft()
-                    if not stream:
-                        del self._streams[key]
+                self._note_failure(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            for key, sent in taken:
+                # Events queued on these streams while the message was out stay for the next one.
+                stream = self._streams[key]
+                for _ in range(sent):
+                    item = stream.popleft()
                     self.published += 1
                     if item.confirmed is not None and not item.confirmed.done():
                         item.confirmed.set_result(None)
-            if failure is None:
-                self._note_success()
-                delay = RETRY_MIN
-                continue
-            self._note_failure(failure)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+                if not stream:
+                    del self._streams[key]
+            self._note_success()
+            delay = RETRY_MIN

@@ -24,7 +24,7 @@ from shared.messages import (
     WorkerHeartbeat,
     WorkerResults,
     WorkerStarted,
-    decode_worker_event,
+    decode_worker_message,
     encode,
 )
 from shared.settings import Settings
@@ -103,7 +103,9 @@ class Orchestrator:
             return
         if message.message_id:
             self.seen_ids.add(message.message_id)
-        self.events.append(decode_worker_event(message.body))
+        events, problems = decode_worker_message(message.body)
+        assert not problems, problems
+        self.events.extend(events)
         await message.ack()
 
     async def listen(self) -> None:

@@ -20,7 +20,7 @@ from shared.messages import ReportedResult
 from shared.models.validation import validate_trigger
 from shared.states import TestStatus
 from worker import junit
-from worker.context import StepContext
+from worker.context import Scratch, StepContext
 
 PIPELINE = Path(iris.__file__).with_name("iris-pipeline.json")
 
@@ -39,7 +39,7 @@ def context(
         parameters={"artifacts_root": str(root / "artifacts")},
         inputs=inputs or {},
         params={},
-        scratch_dir=scratch,
+        scratch=Scratch.existing(scratch),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from uuid import uuid4
 
 from shared.messages import ReportedResult
-from worker.context import Policy, StepContext
+from worker.context import Policy, Scratch, StepContext
 
 
 def make_ctx(
@@ -28,7 +28,7 @@ def make_ctx(
         parameters=parameters or {},
         inputs=inputs or {},
         params=params or {},
-        scratch_dir=scratch,
+        scratch=Scratch.existing(scratch),
         policy=policy or Policy(),
     )
 
