@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 E = TypeVar("E")
 Apply = Callable[[Mapping[UUID, Sequence[E]]], Awaitable[None]]
 MAX_BATCH = 256
-IN_FLIGHT = 2
+# One open transaction at a time: under load its batches are the largest (W1 measured 192
+# steps/s with two, about 230 with one), and a quiet orchestrator still sends a message at once.
+IN_FLIGHT = 1
 
 
 class Batcher(Generic[E]):
