@@ -120,21 +120,23 @@ class OutboxPublisher:
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> tuple[list[int], list[int]]:
         async def one(row: asyncpg.Record) -> None:
-            exchange = await self._exchange(row["exchange"])
+            await self._exchange(row["exchange"])  # (re)opens the channel and declares them
             if row["exchange"] == amqp.STEPS and row["routing_key"] not in self._pool_queues:
                 assert self._channel is not None
                 await amqp.declare_pool_queue(self._channel, row["routing_key"])
                 self._pool_queues.add(row["routing_key"])
             with tracing.publishing(row["exchange"], row["routing_key"], parent=row["headers"]):
-                message = aio_pika.Message(
+                assert self._channel is not None
+                await amqp.publish(
+                    self._channel,
+                    row["exchange"],
+                    row["routing_key"],
                     bytes(row["body"]),
-                    content_type=row["content_type"],
                     message_id=row["message_id"],
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    mandatory=row["mandatory"],
                     headers=amqp.message_headers(tracing.carrier()),
-                )
-                await exchange.publish(
-                    message, row["routing_key"], mandatory=row["mandatory"], timeout=PUBLISH_TIMEOUT
+                    content_type=row["content_type"],
+                    timeout=PUBLISH_TIMEOUT,
                 )
 
         # Exchanges are looked up once before the pipelined publish, so a reconnect is paid once.

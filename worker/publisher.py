@@ -20,7 +20,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from itertools import islice
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from pydantic import BaseModel
 
@@ -84,7 +83,7 @@ class EventPublisher:
         """One try, no retry: for heartbeats, where a fresh one beats a stale one resent."""
         item = Pending(encode(message), str(getattr(message, "type", "event")))
         try:
-            await self._publish(await self._ready(), item, timeout)
+            await self._publish(item, timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -128,20 +127,23 @@ class EventPublisher:
         self._channel = channel
         return self._exchange
 
-    @staticmethod
-    async def _publish(exchange: AbstractExchange, item: Pending, timeout: float) -> None:
+    async def _publish(self, item: Pending, timeout: float) -> None:
+        await self._ready()
+        assert self._channel is not None
         with tracing.publishing(amqp.WORKER_EVENTS, amqp.WORKER_EVENT_KEY, parent=item.trace):
-            message = aio_pika.Message(
-                item.body,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=item.message_id,
-                type=item.type,
-                headers=amqp.message_headers(tracing.carrier()),
-            )
             # mandatory: a confirm alone also confirms a message that reached no queue; the channel
             # raises on the return, and that is a failure to retry.
-            await exchange.publish(message, amqp.WORKER_EVENT_KEY, mandatory=True, timeout=timeout)
+            await amqp.publish(
+                self._channel,
+                amqp.WORKER_EVENTS,
+                amqp.WORKER_EVENT_KEY,
+                item.body,
+                message_id=item.message_id,
+                mandatory=True,
+                headers=amqp.message_headers(tracing.carrier()),
+                message_type=item.type,
+                timeout=timeout,
+            )
 
     def _next(self) -> tuple[list[tuple[Hashable, int]], Pending | None]:
         """The queued events of the first `window` streams, as how many of each stream's it holds
@@ -201,7 +203,7 @@ class EventPublisher:
                 self._idle.set()
                 continue
             try:
-                await self._publish(await self._ready(), message, PUBLISH_TIMEOUT)
+                await self._publish(message, PUBLISH_TIMEOUT)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -163,7 +163,9 @@ async def test_each_service_serves_its_metrics_and_they_move(settings: Settings,
         assert value(orchestrator, "modelruns_step_duration_seconds_count", status="succeeded") == 2
         # train ran for a second: never in the buckets below that.
         assert value(orchestrator, "modelruns_step_duration_seconds_bucket", le="0.5") <= 1
-        assert value(orchestrator, "modelruns_step_duration_seconds_sum") >= 1.0
+        # The orchestrator times a step between its own decisions, each a few milliseconds after
+        # the worker's message: the start's delay may exceed the finish's.
+        assert value(orchestrator, "modelruns_step_duration_seconds_sum") >= 0.9
         assert value(orchestrator, "modelruns_dispatch_latency_seconds_count", pool="default") == 2
         for queue in (amqp.COMMANDS_QUEUE, amqp.WORKER_EVENTS_QUEUE):
             assert value(orchestrator, "modelruns_consumer_lag_seconds_count", queue=queue) >= 1, queue
