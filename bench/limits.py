@@ -254,28 +254,38 @@ def best_within(
     return (*best, peak)
 
 
-def hello_world(seconds: float) -> tuple[float, float, int, float]:
+def ceiling(seconds: float, *args: str, path: str = "/") -> tuple[float, float, int, float]:
+    """`best_within` against bench/hello.py started with `args` (see there)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(HERE / "hello.py"), str(port)])
+    url = f"http://127.0.0.1:{port}{path}"
+    server = subprocess.Popen([sys.executable, str(HERE / "hello.py"), str(port), *args])
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 subprocess.run(
-                    ["wrk", "-t1", "-c1", "-d1s", f"http://127.0.0.1:{port}/"],
-                    capture_output=True,
-                    check=True,
-                    timeout=30,
+                    ["wrk", "-t1", "-c1", "-d1s", url], capture_output=True, check=True, timeout=30
                 )
                 break
             except subprocess.CalledProcessError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        return best_within(f"http://127.0.0.1:{port}/", seconds, 0.010)
+        return best_within(url, seconds, 0.010)
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def hello_world(seconds: float) -> tuple[float, float, int, float]:
+    return ceiling(seconds)
+
+
+def bare_get_run(
+    seconds: float, database_url: str, run_id: str, tenant: str
+) -> tuple[float, float, int, float]:
+    """GET run without the gateway's layers: the same statement, pool and rendering."""
+    return ceiling(seconds, database_url, run_id, tenant, path="/run")
 
 
 async def all_limits(size: int) -> dict[str, float]:

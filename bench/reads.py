@@ -15,7 +15,7 @@ import asyncpg
 
 from bench import results
 from bench.context import load, progress, say, versions
-from bench.limits import HELLO, best_within, hello_world
+from bench.limits import HELLO, bare_get_run, best_within, hello_world
 from bench.stack import Stack, chain_body, stack, trigger_many, wait_terminal
 from bench.stats import ms, percentile
 
@@ -45,10 +45,19 @@ async def w3(seconds: float) -> None:
             say(
                 f"W3 {name}: {rps:,.0f} req/s at p99 {p99 * 1000:.1f} ms (-c {connections}); peak {peak:,.0f} req/s"
             )
+        # The same read without the gateway's layers, on the same database while the stack is up.
+        bare, bare_p99, bare_c, _ = await asyncio.to_thread(
+            bare_get_run, seconds, s.svc.db_url, run_id, "bench"
+        )
+        say(
+            f"W3 bare GET run (the gateway's query alone): {bare:,.0f} req/s at p99 {bare_p99 * 1000:.1f} ms (-c {bare_c})"
+        )
     # The figure of this run's limits, or measured now when they did not run.
     hello = HELLO.get("rps") or (await asyncio.to_thread(hello_world, seconds))[0]
     share = figures["GET run"][0] / hello
-    say(f"W3 GET run is {share:.0%} of hello-world ({hello:,.0f} req/s)")
+    say(
+        f"W3 GET run is {share:.0%} of hello-world ({hello:,.0f} req/s) and {figures['GET run'][0] / bare:.0%} of the bare GET run"
+    )
     results.record(
         "W3 reads",
         {
@@ -58,6 +67,8 @@ async def w3(seconds: float) -> None:
                 for name, (rps, _, c, _) in figures.items()
             },
             "GET run / hello-world (≥ 40 %)": f"{share:.0%} of {hello:,.0f}",
+            "bare GET run req/s at p99 ≤ 10 ms": f"{bare:,.0f} (-c {bare_c})",
+            "GET run / bare": f"{figures['GET run'][0] / bare:.0%}",
             "settings": f"one gateway process, wrk -t1 for {seconds:.0f} s a point",
             "load": load(),
             "versions": versions(),
