@@ -4,10 +4,12 @@ in .bench/profiles/ and a summary of where each process spent its time is printe
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,3 +84,55 @@ def profiling(processes: dict[str, Process], label: str) -> Iterator[None]:
                 print(f"profile {label} {role}: {total} samples at {RATE} Hz ({out})")
                 for name, share in top:
                     print(f"  {share:6.1%}  {name}")
+
+
+# -- where the cores went -------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVICES = {"postgres": "postgres", "beam.smp": "rabbitmq"}
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system seconds of one process (all its threads); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _service_pids() -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {name: [] for name in SERVICES.values()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in SERVICES:
+            found[SERVICES[comm]].append(int(entry.name))
+    return found
+
+
+class CpuSplit:
+    """CPU seconds each of modelruns' processes and each service spent between `start` and
+    `stop`: what a benchmark's work cost each of them, on a machine they all share."""
+
+    def __init__(self, processes: dict[str, Process]) -> None:
+        self.pids = {role: [p.pid] for role, p in processes.items()}
+        self.before: dict[str, float] = {}
+        self.wall = 0.0
+
+    def _read(self) -> dict[str, float]:
+        groups = {**self.pids, **_service_pids()}
+        return {role: sum(_cpu_of(pid) for pid in pids) for role, pids in groups.items()}
+
+    def start(self) -> None:
+        self.before = self._read()
+        self.wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        self.wall = time.monotonic() - self.wall
+        return {role: max(0.0, after[role] - self.before.get(role, 0.0)) for role in after}

@@ -13,7 +13,7 @@ import aiohttp
 from bench import results
 from bench.context import load, progress, say, versions
 from bench.peers import MEASURED
-from bench.profile import profiling
+from bench.profile import CpuSplit, profiling
 from bench.stack import Stack, chain_body, stack, trigger, trigger_many, wait_terminal
 from bench.stats import ms, percentile
 
@@ -28,6 +28,8 @@ class Burst:
     p50: float
     p99: float
     failed: int
+    # CPU seconds each process and service spent from the first trigger to the last run's end.
+    cpu: dict[str, float]
 
     @property
     def steps_per_second(self) -> float:
@@ -42,7 +44,9 @@ async def burst(topology: str, runs: int, steps: int, profile: bool = False) -> 
     async with stack(f"w1{topology}", topology=topology) as s, aiohttp.ClientSession() as session:
         body = chain_body(steps)
         spying = profiling(s.processes, f"w1-{topology}") if profile else nullcontext()
+        split = CpuSplit(s.processes)
         with spying, progress(f"W1 {topology}: {runs} runs x {steps} steps", runs) as show:
+            split.start()
             started = time.time()
             poll = asyncio.create_task(
                 wait_terminal(s.pool, runs, timeout=60 + runs * steps / 20, progress=show)
@@ -50,6 +54,7 @@ async def burst(topology: str, runs: int, steps: int, profile: bool = False) -> 
             sent = await trigger_many(session, s, body, runs)
             triggered = time.time() - started
             await poll
+            cpu = split.stop()
         rows = await s.pool.fetch(
             "SELECT id::text, status::text, extract(epoch FROM finished_at) AS done FROM runs"
         )
@@ -66,7 +71,20 @@ async def burst(topology: str, runs: int, steps: int, profile: bool = False) -> 
             percentile(latencies, 50),
             percentile(latencies, 99),
             failed,
+            cpu,
         )
+
+
+def cpu_split(b: Burst) -> str:
+    """Each process's CPU milliseconds a step, the busiest first, and the cores all of them kept
+    busy on average over the drain."""
+    total = b.runs * b.steps
+    parts = sorted(b.cpu.items(), key=lambda kv: -kv[1])
+    busy = sum(b.cpu.values()) / b.drain_seconds
+    return (
+        ", ".join(f"{role} {seconds * 1000 / total:.2f}" for role, seconds in parts)
+        + f" ({busy:.2f} cores busy)"
+    )
 
 
 async def w1(runs: int, steps: int, topologies: list[str], profile: bool = False) -> list[Burst]:
@@ -81,6 +99,7 @@ async def w1(runs: int, steps: int, topologies: list[str], profile: bool = False
             f"{b.drain_seconds:.1f} s (triggers took {b.trigger_seconds:.1f} s), trigger→done p50 {ms(b.p50)} "
             f"p99 {ms(b.p99)}, not succeeded {b.failed}"
         )
+        say(f"W1 {topology} CPU a step: {cpu_split(b)}")
         results.record(
             "W1 burst",
             {
@@ -92,6 +111,7 @@ async def w1(runs: int, steps: int, topologies: list[str], profile: bool = False
                 "drain": f"{b.drain_seconds:.1f} s",
                 "trigger→done p50 / p99": f"{ms(b.p50)} / {ms(b.p99)}",
                 "not succeeded": b.failed,
+                "CPU ms a step": cpu_split(b),
                 "load": load() + (", profiled (py-spy)" if profile else ""),
                 "versions": versions(),
             },
