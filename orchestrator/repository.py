@@ -21,6 +21,46 @@ Q = queries.load("orchestrator")
 TRUNCATED = " [truncated]"
 
 
+# The parameters of update_steps and update_runs, in their order ($1, $2, ...): the value each
+# row had when read (loaded_status, which the UPDATE guards on) and the values it has now.
+STEP_COLUMNS = (
+    "id",
+    "loaded_status",
+    "status",
+    "attempt",
+    "worker_id",
+    "outputs",
+    "error",
+    "test_counts",
+    "results_stored",
+    "held_finish",
+    "held_finish_at",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "lease_expires_at",
+    "stop_requested_at",
+    "not_before",
+    "dispatch_count",
+)
+RUN_COLUMNS = (
+    "id",
+    "loaded_status",
+    "status",
+    "step_counts",
+    "test_counts",
+    "last_runseq",
+    "error",
+    "started_at",
+    "finished_at",
+)
+
+
+def columns(rows: Sequence[object], names: Sequence[str]) -> list[list[Any]]:
+    """One array per attribute named, in that order: the parameters of an unnest() statement."""
+    return [[getattr(row, name) for row in rows] for name in names]
+
+
 class LostRace(ModelRunsError):
     """A guarded UPDATE matched fewer rows than it read: someone moved the state meanwhile."""
 
@@ -79,43 +119,12 @@ class Repository:
         # In id order, as renew_leases locks them, to keep the two from deadlocking.
         steps = sorted((s for c in changes for s in c.dirty_steps), key=lambda s: s.id)
         if steps:
-            updated = await conn.fetch(
-                Q.update_steps,
-                [s.id for s in steps],
-                [s.loaded_status.value for s in steps],
-                [s.status.value for s in steps],
-                [s.attempt for s in steps],
-                [s.worker_id for s in steps],
-                [s.outputs for s in steps],
-                [s.error for s in steps],
-                [s.test_counts for s in steps],
-                [s.results_stored for s in steps],
-                [s.held_finish for s in steps],
-                [s.held_finish_at for s in steps],
-                [s.queued_at for s in steps],
-                [s.started_at for s in steps],
-                [s.finished_at for s in steps],
-                [s.lease_expires_at for s in steps],
-                [s.stop_requested_at for s in steps],
-                [s.not_before for s in steps],
-                [s.dispatch_count for s in steps],
-            )
+            updated = await conn.fetch(Q.update_steps, *columns(steps, STEP_COLUMNS))
             if len(updated) != len(steps):
                 raise LostRace(f"{len(steps) - len(updated)} step(s) moved meanwhile")
         runs = [c.run for c in changes if c.run_dirty]
         if runs:
-            updated = await conn.fetch(
-                Q.update_runs,
-                [r.id for r in runs],
-                [r.loaded_status.value for r in runs],
-                [r.status.value for r in runs],
-                [r.step_counts for r in runs],
-                [r.test_counts for r in runs],
-                [r.last_runseq for r in runs],
-                [r.error for r in runs],
-                [r.started_at for r in runs],
-                [r.finished_at for r in runs],
-            )
+            updated = await conn.fetch(Q.update_runs, *columns(runs, RUN_COLUMNS))
             if len(updated) != len(runs):
                 raise LostRace(f"{len(runs) - len(updated)} run(s) moved meanwhile")
         events = [(c.run.id, e) for c in changes for e in c.events]
