@@ -36,7 +36,6 @@ from shared.states import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 Decide = Callable[[Change, Conn], Awaitable[None]]
-StepEvent = WorkerStarted | WorkerResults | WorkerFinished
 # What the orchestrator's queues carry that is decided under a run's lock.
 Decidable = RunCommand | WorkerStarted | WorkerResults | WorkerFinished
 RACE_RETRIES = 5

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
@@ -18,12 +18,12 @@ import pytest
 from gateway import writes
 from gateway.repository import GatewayRepository
 from orchestrator.change import Change
-from orchestrator.engine import Engine
+from orchestrator.engine import Decidable, Engine
 from orchestrator.repository import Repository
 from orchestrator.state import StepState
 from shared import amqp, apikeys
 from shared.amqp import Broker
-from shared.messages import ReportedResult, WorkerFinished, WorkerResults, WorkerStarted
+from shared.messages import ReportedResult, RunCommand, WorkerFinished, WorkerResults, WorkerStarted
 from shared.models.api import TriggerRequest
 from shared.outbox import OutboxPublisher
 from shared.settings import Settings
@@ -162,3 +162,45 @@ async def test_a_step_flooding_results_is_failed_and_stopped_with_its_first_ones
     await engine.finished(WorkerFinished(**ref, outcome="succeeded", results_count=4))
     (after,) = await steps_of(engine, step.run_id)
     assert after.status is StepStatus.FAILED and after.results_stored == 2
+
+
+async def test_many_runs_in_one_transaction_end_as_each_would_alone(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The batcher's transaction: several runs' messages in one `handle`, each run's in order,
+    with a message for a run that does not exist among them."""
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    first = await queued_step(pool, settings, engine)
+    second = await queued_step(pool, settings, engine)
+    changes.clear()
+
+    def report(step: StepState, outcome: str) -> list[Decidable]:
+        ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1, "worker_id": WORKER}
+        return [
+            WorkerStarted(**ref),
+            WorkerResults(**ref, results=[ReportedResult(seq=0, name="t", status="passed")]),
+            WorkerFinished(**ref, outcome=outcome, results_count=1),
+        ]
+
+    missing = uuid4()
+    await engine.handle(
+        {
+            second.run_id: report(second, "failed"),
+            missing: [RunCommand(command="trigger", run_id=missing)],
+            first.run_id: report(first, "succeeded"),
+        }
+    )
+    (one,) = await steps_of(engine, first.run_id)
+    (two,) = await steps_of(engine, second.run_id)
+    assert one.status is StepStatus.SUCCEEDED and one.results_stored == 1
+    assert two.status is StepStatus.FAILED and two.results_stored == 1
+    # One change for each run that exists, and nothing for the one that does not.
+    assert sorted(str(c.run.id) for c in changes) == sorted([str(first.run_id), str(second.run_id)])
+    runs = {
+        r["id"]: str(r["status"])
+        for r in await pool.fetch(
+            "SELECT id, status FROM runs WHERE id = ANY($1::uuid[])", [first.run_id, second.run_id]
+        )
+    }
+    assert runs == {first.run_id: "succeeded", second.run_id: "failed"}
