@@ -90,7 +90,8 @@ class Engine:
                         )
                         await decide(change, conn)
                         changes[run_id] = change
-                    await self.repo.write(conn, [c for c in changes.values() if c is not None])
+                    written = [c for c in changes.values() if c is not None]
+                    await self.repo.write(conn, written)
             except (LostRace, asyncpg.exceptions.DeadlockDetectedError) as exc:
                 if attempt == RACE_RETRIES:
                     raise
@@ -99,7 +100,6 @@ class Engine:
                     extra={"action": "engine.race", "runs": len(decisions), "error": str(exc)},
                 )
                 continue
-            written = [c for c in changes.values() if c is not None]
             if any(c.messages for c in written):
                 self.on_commit()
             for change in written:
