@@ -30,7 +30,7 @@ from gateway.context import (
     SETTINGS,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import api_middleware, on_response_prepare, problem_middleware, telemetry_middleware
+from gateway.middleware import gateway_middleware, on_response_prepare
 from gateway.page_tokens import PageTokens
 from gateway.ratelimit import Policy, RateLimiter
 from gateway.repository import GatewayRepository
@@ -118,9 +118,7 @@ async def _closing(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[telemetry_middleware, problem_middleware, api_middleware], client_max_size=MAX_BODY_BYTES
-    )
+    app = web.Application(middlewares=[gateway_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = GatewayMetrics()
     app[OPENAPI] = openapi.document()

@@ -31,6 +31,8 @@ BACKGROUND = web.AppKey("background", dict[str, "asyncio.Task[Any]"])
 
 REQUEST_ID = web.RequestKey("request_id", str)
 STARTED = web.RequestKey("started", float)
+# The matched route's template, found once for the span and the metrics.
+ROUTE = web.RequestKey("route", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
 RATE_DECISION = web.RequestKey("rate_decision", Decision)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -26,9 +27,13 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        # Counted in a plain int and read when scraped: a Gauge's inc and dec take a lock each.
+        self.in_flight = 0
+        Gauge(
             "modelruns_http_requests_in_flight", "HTTP requests being answered.", registry=self.registry
-        )
+        ).set_function(lambda: self.in_flight)
+        # Each label set's children, found once: labels() validates and locks on every call.
+        self._answers: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.event_streams = Gauge(
             "modelruns_event_streams_open", "Open server-sent event streams.", registry=self.registry
         )
@@ -52,6 +57,20 @@ class GatewayMetrics:
         self.auth_failures = Counter(
             "modelruns_auth_failures", "Calls refused with 401.", registry=self.registry
         )
+
+    def answered(self, method: str, route: str, status: int, seconds: float | None) -> None:
+        """One answer: counted by method, route template and status, and timed when `seconds`."""
+        if method not in METHODS:
+            # Any token is a method to aiohttp; the label set stays bounded.
+            method = "other"
+        key = (method, route, status)
+        children = self._answers.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._answers[key] = children
+        children[0].inc()
+        if seconds is not None:
+            children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

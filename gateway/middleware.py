@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -23,6 +23,7 @@ from gateway.context import (
     RATE_DECISION,
     RATE_LIMITER,
     REQUEST_ID,
+    ROUTE,
     STARTED,
 )
 from gateway.problems import ApiProblem
@@ -39,6 +40,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Probes and scrapes arrive every few seconds from every prober: neither traced nor in flight.
 UNTRACED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+TRACEPARENT = "traceparent"
 
 _DETAILS: dict[int, str] = {
     404: "no such resource",
@@ -50,7 +52,8 @@ def request_id_of(request: web.Request) -> str:
     found = request.get(REQUEST_ID)
     if found is None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        found = offered if _SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        # As random as uuid4().hex, without building a UUID on every request.
+        found = offered if _SANE_REQUEST_ID.fullmatch(offered) else os.urandom(16).hex()
         request[REQUEST_ID] = found
     return found
 
@@ -71,16 +74,25 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
 
 
 @web.middleware
-async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The in-flight gauge, and a SERVER span per request that continues the caller's W3C trace
-    context when it sent one (what the request writes to the outbox carries the span on to the
-    orchestrator). Counts and latencies are taken as the headers go out (on_response_prepare)."""
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request's one layer (each aiohttp middleware is a call more on every request): the
+    in-flight count, a SERVER span, problem details for every error, and the API checks.
+
+    The span continues the caller's W3C trace context when it sent one (what the request writes
+    to the outbox carries it on to the orchestrator); with tracing off and no context to carry on,
+    there is no span at all. Counts and latencies are taken as the headers go out
+    (on_response_prepare), so that an event stream counts until its headers are sent."""
+    request[STARTED] = time.perf_counter()
     route = route_template(request)
+    request[ROUTE] = route
     if route in UNTRACED_ROUTES:
-        return await handler(request)
-    with (
-        request.app[METRICS].in_flight.track_inprogress(),
-        tracing.span(
+        return await _answer(request, handler)
+    metrics = request.app[METRICS]
+    metrics.in_flight += 1
+    try:
+        if not tracing.enabled() and TRACEPARENT not in request.headers:
+            return await _answer(request, handler)
+        with tracing.span(
             f"{request.method} {route}",
             kind=SpanKind.SERVER,
             parent=request.headers,
@@ -90,26 +102,27 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
                 "url.path": request.path,
                 "url.scheme": request.scheme,
             },
-        ) as span,
-    ):
-        response = await handler(request)
-        span.set_attribute("http.response.status_code", response.status)
-        if response.status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
-        return response
+        ) as span:
+            response = await _answer(request, handler)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+    finally:
+        metrics.in_flight -= 1
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[STARTED] = time.perf_counter()
-    request_id = request_id_of(request)
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer, with every error turned into problem details."""
     try:
+        if is_api_path(request.path):
+            await _admit(request)
         return await handler(request)
     except ApiProblem as problem:
         return problems.response(
             problem.code,
             problem.detail,
-            request_id=request_id,
+            request_id=request_id_of(request),
             errors=problem.errors,
             headers=problem.headers,
         )
@@ -118,6 +131,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         return _from_http_exception(request, exc)
     except DatabaseUnavailable as exc:
+        request_id = request_id_of(request)
         log.warning(
             "postgres unavailable",
             extra={
@@ -136,6 +150,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except asyncio.CancelledError:
         raise
     except Exception:
+        request_id = request_id_of(request)
         log.exception(
             "request failed",
             extra={"action": "http.internal", "request_id": request_id, "path": request.path},
@@ -145,10 +160,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-@web.middleware
-async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not is_api_path(request.path):
-        return await handler(request)
+async def _admit(request: web.Request) -> None:
+    """An API call's checks, in the contract's order: authentication (401), the rate limit (429),
+    the scope (403), then unknown query parameters (400)."""
     app = request.app
     try:
         principal = await app[AUTHENTICATOR].authenticate(request.headers.get(hdrs.AUTHORIZATION))
@@ -172,9 +186,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             f"rate limit {decision.policy.name!r} exceeded; retry in {decision.retry_after} s",
             headers={hdrs.RETRY_AFTER: str(decision.retry_after)},
         )
-    if operation is not None and operation.scope not in principal.scopes:
+    if operation is None:
+        return
+    if operation.scope not in principal.scopes:
         raise ApiProblem("forbidden", f"this API key lacks the scope {operation.scope!r}")
-    if operation is not None:
+    if request.query_string:
         unknown = sorted(set(request.query) - set(operation.query))
         if unknown:
             known = ", ".join(operation.query) or "none"
@@ -183,22 +199,24 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 f"unknown query parameter {unknown[0]!r} (this operation takes: {known})",
                 errors=[(pointer((name,)), "unknown query parameter") for name in unknown],
             )
-    return await handler(request)
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Headers every answer carries, set as its headers go out (event streams included)."""
-    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
-    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    headers = response.headers
+    headers[REQUEST_ID_HEADER] = request_id_of(request)
+    headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
     # aiohttp would announce "Python/3.x aiohttp/3.x": no versions for a caller to match to a CVE.
-    response.headers[hdrs.SERVER] = "modelruns"
+    headers[hdrs.SERVER] = "modelruns"
     decision = request.get(RATE_DECISION)
     if decision is not None:
-        response.headers.update(decision.headers())
+        headers.update(decision.headers())
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        route = route_template(request)
-        metrics.requests.labels(request.method, route, str(response.status)).inc()
         started = request.get(STARTED)
-        if started is not None:
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.answered(
+            request.method,
+            request.get(ROUTE) or route_template(request),
+            response.status,
+            None if started is None else time.perf_counter() - started,
+        )

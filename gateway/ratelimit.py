@@ -7,6 +7,7 @@ The answer carries the IETF httpapi-ratelimit-headers fields of the bucket that 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +32,9 @@ class Policy:
         """Whole seconds to refill from empty (the `w` parameter)."""
         return max(1, math.ceil(self.capacity / self.rate))
 
+    @functools.cached_property
     def policy_header(self) -> str:
+        """The `RateLimit-Policy` field, the same on every answer: made once."""
         return f'"{self.name}";q={self.capacity};w={self.window}'
 
 
@@ -71,7 +74,7 @@ class Decision:
 
     def headers(self) -> dict[str, str]:
         return {
-            "RateLimit-Policy": self.policy.policy_header(),
+            "RateLimit-Policy": self.policy.policy_header,
             "RateLimit": f'"{self.policy.name}";r={self.remaining};t={self.reset}',
         }
 

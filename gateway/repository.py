@@ -6,6 +6,7 @@ fast 503 instead of hanging or leaking a driver error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -35,10 +36,18 @@ class GatewayRepository:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
         try:
-            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-                yield conn
+            # asyncio.timeout rather than acquire(timeout=): asyncpg's own runs the acquire in a
+            # task of its own (asyncio.wait_for), a cost on every request.
+            async with asyncio.timeout(ACQUIRE_TIMEOUT):
+                conn = await self.pool.acquire()
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"postgres unavailable: {exc!r}") from exc
+        try:
+            yield conn
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"postgres unavailable: {exc!r}") from exc
+        finally:
+            await self.pool.release(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
