@@ -22,39 +22,46 @@ ORDER BY run_id, position;
 -- name: step_run
 SELECT run_id FROM steps WHERE id = $1;
 
--- name: update_runs
--- One statement for every changed run; each row guards on the status this transaction read.
-UPDATE runs AS r
-SET status = u.status, step_counts = u.step_counts, test_counts = u.test_counts,
-    last_runseq = u.last_runseq, error = u.error, started_at = u.started_at,
-    finished_at = u.finished_at, updated_at = now()
-FROM unnest($1::uuid[], $2::run_status[], $3::run_status[], $4::jsonb[], $5::jsonb[], $6::bigint[],
-            $7::jsonb[], $8::timestamptz[], $9::timestamptz[])
-     AS u(id, expected, status, step_counts, test_counts, last_runseq, error, started_at, finished_at)
-WHERE r.id = u.id AND r.status = u.expected
-RETURNING r.id;
-
--- name: update_steps
--- One statement for every changed step; each row guards on the status this transaction read.
-UPDATE steps AS s
-SET status = u.status, attempt = u.attempt, worker_id = u.worker_id, outputs = u.outputs,
-    error = u.error, test_counts = u.test_counts, results_stored = u.results_stored,
-    held_finish = u.held_finish, held_finish_at = u.held_finish_at, queued_at = u.queued_at,
-    started_at = u.started_at, finished_at = u.finished_at, lease_expires_at = u.lease_expires_at,
-    stop_requested_at = u.stop_requested_at, not_before = u.not_before, dispatch_count = u.dispatch_count
-FROM unnest($1::uuid[], $2::step_status[], $3::step_status[], $4::integer[], $5::text[], $6::jsonb[],
-            $7::jsonb[], $8::jsonb[], $9::integer[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[],
-            $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
-            $17::timestamptz[], $18::integer[])
-     AS u(id, expected, status, attempt, worker_id, outputs, error, test_counts, results_stored,
-          held_finish, held_finish_at, queued_at, started_at, finished_at, lease_expires_at,
-          stop_requested_at, not_before, dispatch_count)
-WHERE s.id = u.id AND s.status = u.expected
-RETURNING s.id;
-
--- name: insert_events
-INSERT INTO run_events (run_id, runseq, event_id, type, body)
-SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::jsonb[]);
+-- name: write_changes
+-- Everything a batch decided, in one round trip: the guarded UPDATEs of its steps and runs, its
+-- run events and its outbox rows. Each UPDATE row guards on the status this transaction read; the
+-- counts of the rows they matched come back, and a shortfall (a race lost) rolls it all back.
+-- Steps come in id order, as renew_leases locks them, to keep the two from deadlocking.
+WITH changed_steps AS (
+    UPDATE steps AS s
+    SET status = u.status, attempt = u.attempt, worker_id = u.worker_id, outputs = u.outputs,
+        error = u.error, test_counts = u.test_counts, results_stored = u.results_stored,
+        held_finish = u.held_finish, held_finish_at = u.held_finish_at, queued_at = u.queued_at,
+        started_at = u.started_at, finished_at = u.finished_at, lease_expires_at = u.lease_expires_at,
+        stop_requested_at = u.stop_requested_at, not_before = u.not_before, dispatch_count = u.dispatch_count
+    FROM unnest($1::uuid[], $2::step_status[], $3::step_status[], $4::integer[], $5::text[], $6::jsonb[],
+                $7::jsonb[], $8::jsonb[], $9::integer[], $10::jsonb[], $11::timestamptz[], $12::timestamptz[],
+                $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::timestamptz[],
+                $17::timestamptz[], $18::integer[])
+         AS u(id, expected, status, attempt, worker_id, outputs, error, test_counts, results_stored,
+              held_finish, held_finish_at, queued_at, started_at, finished_at, lease_expires_at,
+              stop_requested_at, not_before, dispatch_count)
+    WHERE s.id = u.id AND s.status = u.expected
+    RETURNING s.id
+), changed_runs AS (
+    UPDATE runs AS r
+    SET status = u.status, step_counts = u.step_counts, test_counts = u.test_counts,
+        last_runseq = u.last_runseq, error = u.error, started_at = u.started_at,
+        finished_at = u.finished_at, updated_at = now()
+    FROM unnest($19::uuid[], $20::run_status[], $21::run_status[], $22::jsonb[], $23::jsonb[], $24::bigint[],
+                $25::jsonb[], $26::timestamptz[], $27::timestamptz[])
+         AS u(id, expected, status, step_counts, test_counts, last_runseq, error, started_at, finished_at)
+    WHERE r.id = u.id AND r.status = u.expected
+    RETURNING r.id
+), events AS (
+    INSERT INTO run_events (run_id, runseq, event_id, type, body)
+    SELECT * FROM unnest($28::uuid[], $29::bigint[], $30::uuid[], $31::text[], $32::jsonb[])
+), messages AS (
+    INSERT INTO outbox (exchange, routing_key, body, content_type, message_id, mandatory, available_at, headers)
+    SELECT * FROM unnest($33::text[], $34::text[], $35::bytea[], $36::text[], $37::text[], $38::boolean[],
+                         $39::timestamptz[], $40::jsonb[])
+)
+SELECT (SELECT count(*) FROM changed_steps) AS steps, (SELECT count(*) FROM changed_runs) AS runs;
 
 -- name: insert_results
 -- A redelivered report is stored once: only the rows returned here are new.

@@ -115,29 +115,29 @@ class Repository:
     @staticmethod
     async def write(conn: Conn, changes: Sequence[Change]) -> None:
         """Write what `changes` decided, in the caller's transaction (which holds their runs' locks):
-        one statement per table for all of them."""
-        # In id order, as renew_leases locks them, to keep the two from deadlocking.
+        one statement for every table and every change."""
         steps = sorted((s for c in changes for s in c.dirty_steps), key=lambda s: s.id)
-        if steps:
-            updated = await conn.fetch(Q.update_steps, *columns(steps, STEP_COLUMNS))
-            if len(updated) != len(steps):
-                raise LostRace(f"{len(steps) - len(updated)} step(s) moved meanwhile")
         runs = [c.run for c in changes if c.run_dirty]
-        if runs:
-            updated = await conn.fetch(Q.update_runs, *columns(runs, RUN_COLUMNS))
-            if len(updated) != len(runs):
-                raise LostRace(f"{len(runs) - len(updated)} run(s) moved meanwhile")
         events = [(c.run.id, e) for c in changes for e in c.events]
-        if events:
-            await conn.execute(
-                Q.insert_events,
-                [run_id for run_id, _ in events],
-                [e.runseq for _, e in events],
-                [e.event_id for _, e in events],
-                [e.type for _, e in events],
-                [e.body for _, e in events],
-            )
-        await outbox.insert(conn, [m for c in changes for m in c.messages])
+        messages = [m for c in changes for m in c.messages]
+        if not (steps or runs or events or messages):
+            return
+        matched = await conn.fetchrow(
+            Q.write_changes,
+            *columns(steps, STEP_COLUMNS),
+            *columns(runs, RUN_COLUMNS),
+            [run_id for run_id, _ in events],
+            [e.runseq for _, e in events],
+            [e.event_id for _, e in events],
+            [e.type for _, e in events],
+            [e.body for _, e in events],
+            *outbox.columns(messages),
+        )
+        assert matched is not None
+        if matched["steps"] != len(steps):
+            raise LostRace(f"{len(steps) - matched['steps']} step(s) moved meanwhile")
+        if matched["runs"] != len(runs):
+            raise LostRace(f"{len(runs) - matched['runs']} run(s) moved meanwhile")
 
     async def heartbeat_targets(self, step_ids: list[UUID], attempts: list[int]) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q.heartbeat_targets, step_ids, attempts))

@@ -60,12 +60,11 @@ def public(routing_key: str, event: dict[str, Any]) -> Outgoing:
     return Outgoing(amqp.RESULTS, routing_key, jsonutil.dumps(event), str(event["id"]), False, CONTENT_TYPE)
 
 
-async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
-    if not messages:
-        return
-    context = tracing.carrier()
-    await conn.execute(
-        Q.insert,
+def columns(messages: Sequence[Outgoing]) -> list[list[Any]]:
+    """The rows of `messages` as one array per column, in the order of the insert's unnest(): for
+    `insert`, or for a statement of the caller's that writes the outbox beside other tables."""
+    context = tracing.carrier() if messages else {}
+    return [
         [m.exchange for m in messages],
         [m.routing_key for m in messages],
         [m.body for m in messages],
@@ -74,7 +73,12 @@ async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
         [m.mandatory for m in messages],
         [m.available_at for m in messages],
         [m.headers or context for m in messages],
-    )
+    ]
+
+
+async def insert(conn: Conn, messages: Sequence[Outgoing]) -> None:
+    if messages:
+        await conn.execute(Q.insert, *columns(messages))
 
 
 class OutboxPublisher:
