@@ -27,14 +27,20 @@ from worker.service import Worker
 pytestmark = pytest.mark.services
 
 
-def assert_lifecycle(orch: Orchestrator, dispatch: StepDispatch, worker: Worker) -> WorkerFinished:
-    """started first, results with contiguous seq, finished last; all from this worker."""
+def assert_lifecycle(
+    orch: Orchestrator, dispatch: StepDispatch, worker: Worker, *, resent: bool = False
+) -> WorkerFinished:
+    """started first, results with contiguous seq, finished last; all from this worker. With
+    `resent` (the connection was lost), results whose confirm was lost with it may come twice:
+    each is then counted once, as the orchestrator stores it once."""
     events = orch.of(dispatch)
     assert isinstance(events[0], WorkerStarted), events
     assert isinstance(events[-1], WorkerFinished), events
     assert sum(isinstance(e, WorkerStarted) for e in events) == 1
     assert sum(isinstance(e, WorkerFinished) for e in events) == 1
     seqs = [r.seq for e in events if isinstance(e, WorkerResults) for r in e.results]
+    if resent:
+        seqs = sorted(set(seqs))
     assert seqs == list(range(len(seqs)))
     assert all(e.worker_id == worker.worker_id for e in events)
     finished = events[-1]
@@ -364,7 +370,7 @@ async def test_worker_survives_a_lost_connection(amqp_url: str, tmp_path: Path) 
         )
         finished = await orch.finished(dispatch, timeout=15)
         assert finished.outcome == "succeeded"
-        assert_lifecycle(orch, dispatch, worker)
+        assert_lifecycle(orch, dispatch, worker, resent=True)
         assert finished.results_count == 40
         # The step kept running: it did not start over.
         assert sum(isinstance(e, WorkerStarted) for e in orch.of(dispatch)) == 1
@@ -468,8 +474,10 @@ async def test_many_dispatches_never_exceed_the_slots(amqp_url: str, tmp_path: P
         watcher.cancel()
         assert most == 3
         assert worker.dispatches_total["accepted"] == 30
-        # A consumer is opened with as much prefetch as there are free slots: few go back.
-        assert worker.dispatches_total["requeued"] <= 6
+        # A consumer is opened with as much prefetch as there are free slots, so most dispatches
+        # are taken on their first delivery. How many cross a consumer's cancel on their way in
+        # depends on timing: 0-6 on a quiet machine, up to 11 seen on a loaded one.
+        assert worker.dispatches_total["requeued"] <= 15
 
 
 async def test_a_command_steps_scratch_is_private_and_removed(amqp_url: str, tmp_path: Path) -> None:
