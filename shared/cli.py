@@ -38,7 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelruns_client import Client, ClientError, Retry, RunEvent, TransportError, Unauthorized, load_config
-from shared import logs
+from shared import logs, runtime
 from shared.errors import ConfigurationError, ModelRunsError
 from shared.models.api import empty_test_counts
 from shared.settings import Settings, load_settings
@@ -267,6 +267,8 @@ def install_signals(services: Services) -> Callable[[], None]:
 
 async def serve_until_signalled(settings: Settings, names: Sequence[str]) -> int:
     services = Services(settings, names, asyncio.Event())
+    # Every service's code is loaded by now (Services imports it all first).
+    runtime.settle_collector()
     remove = install_signals(services)
     try:
         services.start()
