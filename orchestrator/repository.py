@@ -21,8 +21,8 @@ Q = queries.load("orchestrator")
 TRUNCATED = " [truncated]"
 
 
-# The parameters of update_steps and update_runs, in their order ($1, $2, ...): the value each
-# row had when read (loaded_status, which the UPDATE guards on) and the values it has now.
+# The parameters of write_changes' step and run UPDATEs, in their order: the value each row had
+# when read (loaded_status, which the UPDATE guards on) and the values it has now.
 STEP_COLUMNS = (
     "id",
     "loaded_status",
