@@ -40,14 +40,12 @@ class GatewayRepository:
             # task of its own (asyncio.wait_for), a cost on every request.
             async with asyncio.timeout(ACQUIRE_TIMEOUT):
                 conn = await self.pool.acquire()
+            try:
+                yield conn
+            finally:
+                await self.pool.release(conn)
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"postgres unavailable: {exc!r}") from exc
-        try:
-            yield conn
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"postgres unavailable: {exc!r}") from exc
-        finally:
-            await self.pool.release(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
