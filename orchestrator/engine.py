@@ -6,6 +6,7 @@ message handled twice, late or out of order changes nothing that is already righ
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
@@ -14,10 +15,10 @@ from uuid import UUID
 import asyncpg
 
 from orchestrator.change import Change
-from orchestrator.repository import LostRace, Repository
+from orchestrator.inserts import ResultInserts
+from orchestrator.repository import LostRace, Report, Repository
 from orchestrator.state import StepState
 from shared import outbox
-from shared.db.pool import Conn
 from shared.messages import (
     RunCommand,
     StepDispatch,
@@ -35,13 +36,13 @@ from shared.settings import Settings
 from shared.states import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
-Decide = Callable[[Change, Conn], Awaitable[None]]
+Decide = Callable[[Change, ResultInserts], Awaitable[None]]
 # What the orchestrator's queues carry that is decided under a run's lock.
 Decidable = RunCommand | WorkerStarted | WorkerResults | WorkerFinished
 RACE_RETRIES = 5
 
 
-async def _advance(change: Change, _: Conn) -> None:
+async def _advance(change: Change, _: ResultInserts) -> None:
     change.advance()
 
 
@@ -68,13 +69,16 @@ class Engine:
     async def in_runs(self, decisions: Mapping[UUID, Decide]) -> dict[UUID, Change | None]:
         """`in_run` for many runs in one transaction: their locks (taken in id order, so two
         such transactions never deadlock on runs), one read of them all, one write of every
-        change. A race lost on any run decides them all again."""
+        change, and one insert of all the test results they report. A race lost on any run
+        decides them all again."""
         for attempt in range(1, RACE_RETRIES + 1):
             try:
                 async with self.repo.pool.acquire() as conn, conn.transaction():
                     snapshots = await self.repo.lock_many(conn, list(decisions))
                     now = utc_now()
                     changes: dict[UUID, Change | None] = {}
+                    inserts = ResultInserts(conn)
+                    deciding: list[Callable[[], Awaitable[None]]] = []
                     for run_id, decide in decisions.items():
                         snapshot = snapshots.get(run_id)
                         if snapshot is None:
@@ -88,8 +92,9 @@ class Engine:
                             lease_seconds=self.settings.step_lease_seconds,
                             policy=self.policy,
                         )
-                        await decide(change, conn)
+                        deciding.append(functools.partial(decide, change, inserts))
                         changes[run_id] = change
+                    await inserts.decide(deciding)
                     written = [c for c in changes.values() if c is not None]
                     await self.repo.write(conn, written)
             except (LostRace, asyncpg.exceptions.DeadlockDetectedError) as exc:
@@ -115,9 +120,9 @@ class Engine:
         def of_run(items: Sequence[Decidable]) -> Decide:
             decisions = [self._decision(item) for item in items]
 
-            async def decide(change: Change, conn: Conn) -> None:
+            async def decide(change: Change, inserts: ResultInserts) -> None:
                 for decision in decisions:
-                    await decision(change, conn)
+                    await decision(change, inserts)
 
             return decide
 
@@ -193,13 +198,13 @@ class Engine:
         return self._on_finished(item)
 
     def _on_started(self, event: WorkerStarted) -> Decide:
-        async def decide(change: Change, _: Conn) -> None:
+        async def decide(change: Change, _: ResultInserts) -> None:
             self._holds(change, change.by_id.get(event.step_id), event.attempt, event.worker_id)
 
         return decide
 
     def _on_results(self, event: WorkerResults) -> Decide:
-        async def decide(change: Change, conn: Conn) -> None:
+        async def decide(change: Change, inserts: ResultInserts) -> None:
             step = change.by_id.get(event.step_id)
             if step is None or not self._holds(change, step, event.attempt, event.worker_id):
                 return
@@ -218,7 +223,7 @@ class Engine:
                     change.tell_stop(change.run.id, step.id, event.attempt, worker, "fenced")
                 change.advance()
                 return
-            rows = await self.repo.insert_results(conn, change.run.id, step.id, step.attempt, event.results)
+            rows = await inserts.insert(Report(change.run.id, step.id, step.attempt, event.results))
             counts = dict(step.test_counts)
             for row in rows:
                 counts["total"] += 1
@@ -234,7 +239,7 @@ class Engine:
         return decide
 
     def _on_finished(self, event: WorkerFinished) -> Decide:
-        async def decide(change: Change, _: Conn) -> None:
+        async def decide(change: Change, _: ResultInserts) -> None:
             step = change.by_id.get(event.step_id)
             if step is None or not self._holds(change, step, event.attempt, event.worker_id):
                 return
@@ -334,7 +339,7 @@ class Engine:
     ) -> Change | None:
         """Act on one attempt if it is still the current one."""
 
-        async def decide(change: Change, _: Conn) -> None:
+        async def decide(change: Change, _: ResultInserts) -> None:
             step = change.by_id.get(step_id)
             if step is None or step.attempt != attempt:
                 return

@@ -64,11 +64,12 @@ WITH changed_steps AS (
 SELECT (SELECT count(*) FROM changed_steps) AS steps, (SELECT count(*) FROM changed_runs) AS runs;
 
 -- name: insert_results
--- A redelivered report is stored once: only the rows returned here are new.
+-- The results of many steps' reports at once. A redelivered report is stored once: only the rows
+-- returned here are new.
 INSERT INTO test_results (id, run_id, step_id, attempt, seq, name, status, duration_ms, message, metrics)
-SELECT id, $1, $2, $3, seq, name, status, duration_ms, message, metrics
-FROM unnest($4::uuid[], $5::integer[], $6::text[], $7::test_status[], $8::float8[], $9::text[], $10::jsonb[])
-     AS r(id, seq, name, status, duration_ms, message, metrics)
+SELECT *
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::integer[], $5::integer[], $6::text[], $7::test_status[],
+            $8::float8[], $9::text[], $10::jsonb[])
 ON CONFLICT (step_id, attempt, seq) DO NOTHING
 RETURNING id, run_id, step_id, attempt, seq, name, status, duration_ms, message, metrics, created_at;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -61,6 +62,16 @@ def columns(rows: Sequence[object], names: Sequence[str]) -> list[list[Any]]:
     return [[getattr(row, name) for row in rows] for name in names]
 
 
+@dataclass(frozen=True)
+class Report:
+    """Test results a step's attempt reported, to be stored."""
+
+    run_id: UUID
+    step_id: UUID
+    attempt: int
+    results: Sequence[ReportedResult]
+
+
 class LostRace(ModelRunsError):
     """A guarded UPDATE matched fewer rows than it read: someone moved the state meanwhile."""
 
@@ -93,24 +104,29 @@ class Repository:
         return value if isinstance(value, UUID) else None
 
     @staticmethod
-    async def insert_results(
-        conn: Conn, run_id: UUID, step_id: UUID, attempt: int, results: Sequence[ReportedResult]
-    ) -> list[asyncpg.Record]:
-        return list(
-            await conn.fetch(
-                Q.insert_results,
-                run_id,
-                step_id,
-                attempt,
-                [uuid4() for _ in results],
-                [r.seq for r in results],
-                [r.name for r in results],
-                [r.status.value for r in results],
-                [r.duration_ms for r in results],
-                [cut_message(r.message) for r in results],
-                [r.metrics for r in results],
-            )
+    async def insert_results(conn: Conn, reports: Sequence[Report]) -> list[list[asyncpg.Record]]:
+        """Store the results of many steps' reports in one statement: for each report, in its order,
+        the rows that are new (a result stored already is not returned again), by seq."""
+        rows = [(report, result) for report in reports for result in report.results]
+        stored = await conn.fetch(
+            Q.insert_results,
+            [uuid4() for _ in rows],
+            [report.run_id for report, _ in rows],
+            [report.step_id for report, _ in rows],
+            [report.attempt for report, _ in rows],
+            [r.seq for _, r in rows],
+            [r.name for _, r in rows],
+            [r.status.value for _, r in rows],
+            [r.duration_ms for _, r in rows],
+            [cut_message(r.message) for _, r in rows],
+            [r.metrics for _, r in rows],
         )
+        new: dict[tuple[UUID, int], list[asyncpg.Record]] = {(r.step_id, r.attempt): [] for r in reports}
+        if len(new) != len(reports):
+            raise ValueError("one report per step attempt and statement")
+        for record in sorted(stored, key=lambda record: record["seq"]):
+            new[(record["step_id"], record["attempt"])].append(record)
+        return [new[(report.step_id, report.attempt)] for report in reports]
 
     @staticmethod
     async def write(conn: Conn, changes: Sequence[Change]) -> None:

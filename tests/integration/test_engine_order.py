@@ -8,17 +8,20 @@ own attempt.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
 
 from gateway import writes
 from gateway.repository import GatewayRepository
 from orchestrator.change import Change
 from orchestrator.engine import Decidable, Engine
+from orchestrator.inserts import ResultInserts
 from orchestrator.repository import Repository
 from orchestrator.state import StepState
 from shared import amqp, apikeys
@@ -204,3 +207,81 @@ async def test_many_runs_in_one_transaction_end_as_each_would_alone(
         )
     }
     assert runs == {first.run_id: "succeeded", second.run_id: "failed"}
+
+
+async def test_the_results_of_many_runs_in_one_transaction_are_stored_by_one_statement(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    logged: list[str] = []
+
+    def log(query: LoggedQuery) -> None:
+        if "INSERT INTO test_results" in query.query:
+            logged.append(query.query)
+
+    # Every connection the pool will ever hold (at most its max_size) logs its statements.
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    for conn in held:
+        conn.add_query_logger(log)
+    for conn in held:
+        await pool.release(conn)
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    steps = [await queued_step(pool, settings, engine, allow_test_failures=True) for _ in range(4)]
+    changes.clear()
+    logged.clear()
+
+    def report(step: StepState, *, resent: bool = False) -> list[Decidable]:
+        ref = {"run_id": step.run_id, "step_id": step.id, "attempt": 1, "worker_id": WORKER}
+        results = [
+            ReportedResult(seq=0, name="accuracy", status="passed"),
+            ReportedResult(seq=1, name="f1", status="failed"),
+        ]
+        # A report the broker delivered twice stores its results once.
+        again = [WorkerResults(**ref, results=results)] if resent else []
+        return [
+            WorkerStarted(**ref),
+            WorkerResults(**ref, results=results),
+            *again,
+            WorkerFinished(**ref, outcome="succeeded", results_count=2),
+        ]
+
+    await engine.handle({step.run_id: report(step, resent=i == 0) for i, step in enumerate(steps)})
+
+    # One statement for the four runs' reports, and one for the report sent again.
+    assert len(logged) == 2, logged
+    for step in steps:
+        (done,) = await steps_of(engine, step.run_id)
+        assert done.status is StepStatus.SUCCEEDED, (done.status, done.error)
+        assert done.results_stored == 2
+        assert done.test_counts["passed"] == 1 and done.test_counts["failed"] == 1
+    stored = await pool.fetch("SELECT step_id, seq FROM test_results ORDER BY step_id, seq")
+    assert sorted((r["step_id"], r["seq"]) for r in stored) == sorted(
+        (s.id, n) for s in steps for n in (0, 1)
+    )
+    # Each stored result is one public fact, in seq order within its run.
+    for change in changes:
+        reported = [e.body["data"]["name"] for e in change.events if e.type.endswith("test_result.reported")]
+        assert reported == ["accuracy", "f1"]
+
+
+async def test_a_decision_that_fails_stops_the_others_and_its_error_is_raised(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        inserts = ResultInserts(conn)
+        waiting = asyncio.Event()
+        cancelled: list[str] = []
+
+        async def reports() -> None:
+            waiting.set()
+            try:
+                await asyncio.Event().wait()  # decides for as long as it is let
+            except asyncio.CancelledError:
+                cancelled.append("reports")
+                raise
+
+        async def fails() -> None:
+            await waiting.wait()
+            raise LookupError("a decision's own error")
+
+        with pytest.raises(LookupError, match="own error"):
+            await asyncio.wait_for(inserts.decide([reports, fails]), timeout=10)
+        assert cancelled == ["reports"]
