@@ -27,8 +27,9 @@ PGBENCH_SECONDS = 10
 PGBENCH_CLIENTS = 8
 WRK_SECONDS = 5
 
-# One step transition as the orchestrator writes it (orchestrator/queries.sql: lock_run,
-# run_steps, update_steps, update_run, insert_events; shared/outbox.sql: insert), then the outbox
+# One step transition, a statement for each of its writes: the lock and read of the run and its
+# steps (orchestrator/queries.sql: lock_runs, runs_steps), the step and run updates, the event and
+# the outbox row (which write_changes makes one statement for a whole batch), then the outbox
 # publisher's claim and delete of that message. The run and step are picked at random.
 STEP_TRANSITION = """\
 \\set n random(1, :runs)

@@ -1,5 +1,6 @@
--- Every statement of the orchestrator. Writers of a run's state hold that run's row lock
--- (lock_run) for the whole transaction; the step UPDATEs also guard on the status they expect.
+-- Every statement of the orchestrator. Writers of a run's state hold that run's row lock (lock_runs
+-- here, lock_run in the gateway) for the whole transaction; the step UPDATEs also guard on the
+-- status they expect.
 
 -- name: lock_runs
 -- Locked in id order: two transactions locking overlapping sets of runs never deadlock.
