@@ -42,8 +42,9 @@ class ResultInserts:
         """Run `decisions` (each one run's), storing their results together; raise the first
         error of any, once none of them is left running."""
         self._running = len(decisions)
-        if len(decisions) == 1:
-            await decisions[0]()
+        if len(decisions) <= 1:
+            for decision in decisions:
+                await decision()
             return
         tasks = [asyncio.ensure_future(decision()) for decision in decisions]
         for task in tasks:

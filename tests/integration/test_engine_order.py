@@ -285,3 +285,24 @@ async def test_a_decision_that_fails_stops_the_others_and_its_error_is_raised(po
         with pytest.raises(LookupError, match="own error"):
             await asyncio.wait_for(inserts.decide([reports, fails]), timeout=10)
         assert cancelled == ["reports"]
+
+
+async def test_messages_for_runs_that_do_not_exist_change_nothing(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    changes: list[Change] = []
+    engine = Engine(Repository(pool), settings, on_change=changes.append)
+    missing = uuid4()
+    assert await asyncio.wait_for(engine.advance(missing), timeout=10) is None
+    ref = {"run_id": missing, "step_id": uuid4(), "attempt": 1, "worker_id": WORKER}
+    await asyncio.wait_for(
+        engine.handle(
+            {
+                missing: [WorkerResults(**ref, results=[ReportedResult(seq=0, name="t", status="passed")])],
+                uuid4(): [RunCommand(command="trigger", run_id=missing)],
+            }
+        ),
+        timeout=10,
+    )
+    assert changes == []
+    assert await pool.fetchval("SELECT count(*) FROM test_results") == 0
