@@ -107,6 +107,9 @@ class Repository:
     async def insert_results(conn: Conn, reports: Sequence[Report]) -> list[list[asyncpg.Record]]:
         """Store the results of many steps' reports in one statement: for each report, in its order,
         the rows that are new (a result stored already is not returned again), by seq."""
+        new: dict[tuple[UUID, int], list[asyncpg.Record]] = {(r.step_id, r.attempt): [] for r in reports}
+        if len(new) != len(reports):
+            raise ValueError("one report per step attempt and statement")
         rows = [(report, result) for report in reports for result in report.results]
         stored = await conn.fetch(
             Q.insert_results,
@@ -121,9 +124,6 @@ class Repository:
             [cut_message(r.message) for _, r in rows],
             [r.metrics for _, r in rows],
         )
-        new: dict[tuple[UUID, int], list[asyncpg.Record]] = {(r.step_id, r.attempt): [] for r in reports}
-        if len(new) != len(reports):
-            raise ValueError("one report per step attempt and statement")
         for record in sorted(stored, key=lambda record: record["seq"]):
             new[(record["step_id"], record["attempt"])].append(record)
         return [new[(report.step_id, report.attempt)] for report in reports]
