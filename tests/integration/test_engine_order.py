@@ -22,7 +22,7 @@ from gateway.repository import GatewayRepository
 from orchestrator.change import Change
 from orchestrator.engine import Decidable, Engine
 from orchestrator.inserts import ResultInserts
-from orchestrator.repository import Repository
+from orchestrator.repository import Report, Repository
 from orchestrator.state import StepState
 from shared import amqp, apikeys
 from shared.amqp import Broker
@@ -306,3 +306,53 @@ async def test_messages_for_runs_that_do_not_exist_change_nothing(
     )
     assert changes == []
     assert await pool.fetchval("SELECT count(*) FROM test_results") == 0
+
+
+SHAPES = [[1], [0, 0], [1, 1, 1], [0, 2, 1], [3, 0, 2, 1]]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["-".join(map(str, s)) for s in SHAPES])
+async def test_inserts_go_together_level_by_level_and_never_overlap_on_the_connection(
+    pool: asyncpg.Pool, settings: Settings, shape: list[int]
+) -> None:
+    """Each run reports `shape[i]` times, yielding to the loop a varying number of times in
+    between: the inserts of each round go as one statement (as many statements as the most any
+    run reports), every report gets its own new rows, and the connection is never used by two
+    statements at once (asyncpg would refuse it)."""
+    engine = Engine(Repository(pool), settings)
+    steps = [await queued_step(pool, settings, engine) for _ in shape]
+    statements: list[int] = []
+    got: dict[UUID, list[int]] = {step.id: [] for step in steps}
+
+    async with pool.acquire() as conn, conn.transaction():
+
+        def log(query: LoggedQuery) -> None:
+            if "INSERT INTO test_results" in query.query:
+                statements.append(len(query.args[0]))
+
+        conn.add_query_logger(log)
+        inserts = ResultInserts(conn)
+
+        def decision(index: int, step: StepState, reports: int) -> Callable[[], Awaitable[None]]:
+            async def decide() -> None:
+                for n in range(reports):
+                    for _ in range((index + n) % 3):
+                        await asyncio.sleep(0)
+                    results = [
+                        ReportedResult(seq=n * 10 + i, name=f"t{n}.{i}", status="passed") for i in range(2)
+                    ]
+                    rows = await inserts.insert(Report(step.run_id, step.id, 1, results))
+                    got[step.id].extend(row["seq"] for row in rows)
+
+            return decide
+
+        deciding = [
+            decision(i, step, reports) for i, (step, reports) in enumerate(zip(steps, shape, strict=True))
+        ]
+        await asyncio.wait_for(inserts.decide(deciding), timeout=10)
+        conn.remove_query_logger(log)
+
+    assert len(statements) == max(shape), statements
+    assert sum(statements) == 2 * sum(shape)
+    for step, reports in zip(steps, shape, strict=True):
+        assert got[step.id] == [n * 10 + i for n in range(reports) for i in range(2)]
