@@ -20,6 +20,10 @@ FROM steps
 WHERE run_id = ANY($1::uuid[])
 ORDER BY run_id, position;
 
+-- name: autovacuum
+-- Whether the server vacuums by itself: the outbox, steps and runs are rewritten at every step.
+SELECT current_setting('autovacuum')::boolean;
+
 -- name: step_run
 SELECT run_id FROM steps WHERE id = $1;
 

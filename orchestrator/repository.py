@@ -99,6 +99,9 @@ class Repository:
     async def lock(cls, conn: Conn, run_id: UUID) -> tuple[RunState, list[StepState]] | None:
         return (await cls.lock_many(conn, [run_id])).get(run_id)
 
+    async def autovacuum(self) -> bool:
+        return bool(await self.pool.fetchval(Q.autovacuum))
+
     async def run_of_step(self, step_id: UUID) -> UUID | None:
         value = await self.pool.fetchval(Q.step_run, step_id)
         return value if isinstance(value, UUID) else None

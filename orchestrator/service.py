@@ -86,6 +86,13 @@ class Orchestrator:
     async def start(self) -> None:
         self.pool = await wait_for_pool(self.settings.database_url, max_size=self.settings.database_pool_size)
         self.repo = Repository(self.pool)
+        if not await self.repo.autovacuum():
+            # Every step rewrites its outbox rows, its step and its run: without vacuuming, their
+            # dead rows pile up and every claim and lock reads through them.
+            log.warning(
+                "postgres runs with autovacuum off: the outbox, steps and runs tables will bloat",
+                extra={"action": "postgres.autovacuum_off"},
+            )
         await self.broker.connect()
         self.publisher = OutboxPublisher(
             self.pool,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from uuid import UUID
@@ -240,3 +241,19 @@ async def test_one_trace_follows_a_run_across_the_services(
     (command,) = by_name(one, f"publish {amqp.COMMANDS}")
     assert command.parent is not None
     assert command.parent.span_id == request.context.span_id
+
+
+async def test_an_orchestrator_warns_when_postgres_does_not_vacuum(
+    settings: Settings, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox, steps and runs are rewritten at every step; a server with autovacuum off (as
+    some CI images run) lets them bloat, which an operator should hear about at start."""
+    caplog.set_level(logging.WARNING, logger="orchestrator.service")
+    orchestrator = Orchestrator(settings)
+    await orchestrator.start()
+    try:
+        vacuums = await pool.fetchval("SELECT current_setting('autovacuum')::boolean")
+        warned = [r for r in caplog.records if getattr(r, "action", None) == "postgres.autovacuum_off"]
+        assert len(warned) == (0 if vacuums else 1)
+    finally:
+        await orchestrator.stop()
