@@ -209,15 +209,22 @@ async def test_many_runs_in_one_transaction_end_as_each_would_alone(
     assert runs == {first.run_id: "succeeded", second.run_id: "failed"}
 
 
-async def test_the_results_of_many_runs_in_one_transaction_are_stored_by_one_statement(
-    pool: asyncpg.Pool, settings: Settings
-) -> None:
-    logged: list[str] = []
+def results_inserts() -> tuple[list[int], Callable[[LoggedQuery], None]]:
+    """A query logger for connections, and the inserts of test results it saw: the rows each one
+    carried (each is one round trip)."""
+    seen: list[int] = []
 
     def log(query: LoggedQuery) -> None:
         if "INSERT INTO test_results" in query.query:
-            logged.append(query.query)
+            seen.append(len(query.args[0]))
 
+    return seen, log
+
+
+async def test_the_results_of_many_runs_in_one_transaction_are_stored_by_one_statement(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    logged, log = results_inserts()
     # Every connection the pool will ever hold (at most its max_size) logs its statements.
     held = [await pool.acquire() for _ in range(pool.get_max_size())]
     for conn in held:
@@ -321,15 +328,10 @@ async def test_inserts_go_together_level_by_level_and_never_overlap_on_the_conne
     statements at once (asyncpg would refuse it)."""
     engine = Engine(Repository(pool), settings)
     steps = [await queued_step(pool, settings, engine) for _ in shape]
-    statements: list[int] = []
+    statements, log = results_inserts()
     got: dict[UUID, list[int]] = {step.id: [] for step in steps}
 
     async with pool.acquire() as conn, conn.transaction():
-
-        def log(query: LoggedQuery) -> None:
-            if "INSERT INTO test_results" in query.query:
-                statements.append(len(query.args[0]))
-
         conn.add_query_logger(log)
         inserts = ResultInserts(conn)
 
