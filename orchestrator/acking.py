@@ -1,6 +1,6 @@
 """How every consumed message is settled, decided in one place.
 
-- handled: ack.
+- handled: ack, with the others acknowledged in the same turn (shared.acks).
 - poison (InvalidMessage): reject without requeue, so it is dead-lettered with a log line.
 - Postgres unreachable: keep the message and try again with backoff; worker events carry facts
   that exist nowhere else, so they are never dropped because the database was away.
@@ -17,6 +17,7 @@ import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
 
 from shared import amqp, tracing
+from shared.acks import Acknowledger
 from shared.db.pool import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidMessage
 
@@ -36,6 +37,7 @@ MAX_BACKOFF = 5.0
 def settling(
     queue: str,
     handler: Handler,
+    acks: Acknowledger,
     count: Callable[[str], None] = lambda _: None,
     lag: Callable[[float], None] = lambda _: None,
 ) -> Consume:
@@ -62,7 +64,7 @@ def settling(
                         "message_id": message.message_id,
                     },
                 )
-                await message.reject(requeue=False)
+                await acks.reject(message, requeue=False)
                 count("poison")
                 return
             except TRANSIENT as exc:
@@ -78,10 +80,10 @@ def settling(
                     "message handling failed",
                     extra={"action": "message.failed", "queue": queue, "message_id": message.message_id},
                 )
-                await message.nack(requeue=True)
+                await acks.nack(message, requeue=True)
                 count("requeued")
                 return
-            await message.ack()
+            await acks.ack(message)
             count("handled")
             return
 

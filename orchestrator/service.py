@@ -19,6 +19,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.reconciler import Reconciler
 from orchestrator.repository import Repository
 from shared import amqp
+from shared.acks import Acknowledger
 from shared.amqp import Broker
 from shared.db.pool import CONNECTION_ERRORS, wait_for_pool
 from shared.errors import DatabaseUnavailable, InvalidMessage
@@ -46,6 +47,8 @@ class Orchestrator:
         self.tasks: list[asyncio.Task[None]] = []
         self.metrics = OrchestratorMetrics()
         self.ops: OpsServer | None = None
+        # Every delivery of the consuming channel is settled through it, the dead letters' too.
+        self.acks = Acknowledger()
 
     def observe(self, change: Change) -> None:
         self.metrics.observe(change)
@@ -79,6 +82,7 @@ class Orchestrator:
         return settling(
             queue,
             handler,
+            self.acks,
             count=lambda outcome: self.metrics.messages.labels(queue, outcome).inc(),
             lag=self.metrics.consumer_lag.labels(queue).observe,
         )
@@ -196,9 +200,9 @@ class Orchestrator:
                 log.warning("dropped a dead message", extra=extra)
         except Exception:
             log.exception("dead letter handling failed", extra=extra)
-            await message.nack(requeue=True)
+            await self.acks.nack(message, requeue=True)
             return
-        await message.ack()
+        await self.acks.ack(message)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

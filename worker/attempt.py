@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from shared import jsonutil
+from shared.acks import Acknowledger
 from shared.errors import StepFailed, StepKindError
 from shared.kinds import get_kind
 from shared.messages import (
@@ -123,6 +124,7 @@ class Attempt:
         publisher: EventPublisher,
         policy: Policy,
         scratch_root: Path,
+        acks: Acknowledger,
         before_ack: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.dispatch = dispatch
@@ -131,6 +133,7 @@ class Attempt:
         self.publisher = publisher
         self.policy = policy
         self.scratch_root = scratch_root
+        self.acks = acks
         self.before_ack = before_ack
         self.started_confirmed = False
         self.finished = False
@@ -178,7 +181,7 @@ class Attempt:
         while self._deliveries:
             message = self._deliveries.pop(0)
             try:
-                await message.ack()
+                await self.acks.ack(message)
             except Exception as exc:
                 # The channel it came on is gone: the broker requeues it, and its redelivery is
                 # recognised as this attempt (or, later, as a finished one) and acknowledged.

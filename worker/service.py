@@ -27,6 +27,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
 
 from shared import amqp, tracing
+from shared.acks import Acknowledger
 from shared.errors import ConfigurationError, InvalidMessage
 from shared.messages import StepDispatch, StepRef, StopStep, WorkerHeartbeat, decode
 from shared.ops import OpsServer, lag_histogram
@@ -67,6 +68,8 @@ class Worker:
         self._owns_broker = broker is None
         self.broker = broker or amqp.Broker(settings.amqp_url, name=f"modelruns-worker {self.worker_id}")
         self.publisher = EventPublisher(self.broker)
+        # Dispatches are settled through it: the acks of attempts started together go as one.
+        self.acks = Acknowledger()
         self.policy = Policy(tuple(settings.worker_python_allow), settings.worker_allow_commands)
         self.capacity = settings.worker_concurrency
         # Unset, each process makes a private directory of its own (mkdtemp: 0700, a fresh name,
@@ -305,7 +308,7 @@ class Worker:
                     "message_id": message.message_id,
                 },
             )
-            await self._settle(message.reject(requeue=False))
+            await self._settle(self.acks.reject(message, requeue=False))
             return
         key: Key = (dispatch.run_id, dispatch.step_id, dispatch.attempt)
         queue = amqp.pool_queue(message.routing_key or "")
@@ -319,12 +322,12 @@ class Worker:
             return
         if key in self._recent:
             self.dispatches_total["duplicate"] += 1
-            await self._settle(message.ack())
+            await self._settle(self.acks.ack(message))
             return
         if self._stopping or self.busy >= self.capacity:
             # Delivered before the consumer was cancelled: back to the queue, for a free worker.
             self.dispatches_total["requeued"] += 1
-            await self._settle(message.nack(requeue=True))
+            await self._settle(self.acks.nack(message, requeue=True))
             self._want_consuming()
             return
         self.dispatches_total["accepted"] += 1
@@ -334,6 +337,7 @@ class Worker:
             publisher=self.publisher,
             policy=self.policy,
             scratch_root=self.scratch_root,
+            acks=self.acks,
             before_ack=self._settled,
         )
         attempt.add_delivery(message)
