@@ -89,6 +89,7 @@ class Worker:
         self._control_channel: AbstractChannel | None = None
         self._queues: list[AbstractQueue] = []
         self._consumers: dict[str, ConsumerTag] = {}
+        self._prefetch: dict[str, int] = {}
         self._consume_change = asyncio.Event()
         self._consume_settled = asyncio.Event()
         self._attempt_tasks: dict[Key, asyncio.Task[Any]] = {}
@@ -268,20 +269,10 @@ class Worker:
             want = not self._stopping and self.busy < self.capacity
             try:
                 if want:
-                    idle = [q for q in self._queues if q.name not in self._consumers]
-                    if idle and self._channel is not None:
-                        # A new consumer may be sent its whole prefetch at once: only as many
-                        # dispatches as there are free slots, or the rest would go straight back.
-                        free = max(1, (self.capacity - self.busy) // len(idle))
-                        await self._channel.set_qos(prefetch_count=free)
-                    for queue in idle:
-                        self._consumers[queue.name] = await queue.consume(self._on_dispatch)
+                    await self._open_consumers()
                 else:
                     for queue in self._queues:
-                        tag = self._consumers.pop(queue.name, None)
-                        if tag is not None:
-                            # Popped first: a robust queue would otherwise restore it after a reconnect.
-                            await queue.cancel(tag)
+                        await self._cancel(queue)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -294,6 +285,35 @@ class Worker:
                 continue
             if not self._consume_change.is_set():
                 self._consume_settled.set()
+
+    async def _open_consumers(self) -> None:
+        """Consume from every pool queue, each with a prefetch of its share of the free slots: a
+        new consumer may be sent its whole prefetch at once, and what finds no slot goes straight
+        back. A consumer keeps the prefetch it opened with, so one opened while most slots were
+        busy is opened again once its share has doubled: otherwise a worker whose consumer opened
+        at one busy slot short of full takes one dispatch per ack round trip for as long as the
+        slots never fill again."""
+        if self._channel is None:
+            return
+        share = max(1, (self.capacity - self.busy) // len(self._queues))
+        for queue in self._queues:
+            if queue.name in self._consumers and self._prefetch.get(queue.name, 0) * 2 <= share:
+                await self._cancel(queue)
+        idle = [q for q in self._queues if q.name not in self._consumers]
+        if not idle:
+            return
+        prefetch = max(1, (self.capacity - self.busy) // len(idle))
+        await self._channel.set_qos(prefetch_count=prefetch)
+        for queue in idle:
+            self._consumers[queue.name] = await queue.consume(self._on_dispatch)
+            self._prefetch[queue.name] = prefetch
+
+    async def _cancel(self, queue: AbstractQueue) -> None:
+        # Popped first: a robust queue would otherwise restore it after a reconnect.
+        tag = self._consumers.pop(queue.name, None)
+        self._prefetch.pop(queue.name, None)
+        if tag is not None:
+            await queue.cancel(tag)
 
     async def _on_dispatch(self, message: AbstractIncomingMessage) -> None:
         try:

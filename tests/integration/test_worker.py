@@ -289,6 +289,41 @@ async def test_full_slots_stop_consuming(amqp_url: str, tmp_path: Path) -> None:
         await eventually(lambda: _consuming(worker), what="consuming again")
 
 
+async def test_a_consumer_opened_with_few_free_slots_widens_as_they_free(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    settings = worker_settings(amqp_url, tmp_path, worker_concurrency=4)
+    queue = amqp.pool_queue("default")
+    async with orchestrator(amqp_url) as orch, running_worker(settings) as worker:
+        longs = [
+            await orch.dispatch(make_dispatch(params={"duration_seconds": 2.5}, name=f"long-{i}"))
+            for i in range(3)
+        ]
+        short = await orch.dispatch(make_dispatch(params={"duration_seconds": 0.3}, name="short"))
+        await orch.finished(short)
+
+        async def opened_narrow() -> bool:
+            return worker._prefetch == {queue: 1} and worker.busy == 3
+
+        # The slots filled, and the one the short step freed opened a consumer of prefetch 1.
+        await eventually(opened_narrow, interval=0.01, what="a consumer opened with one free slot")
+        for dispatch in longs:
+            await orch.finished(dispatch)
+
+        async def prefetches() -> list[int]:
+            """The prefetch of each consumer of the pool's queue, as the broker has it."""
+            out = await asyncio.to_thread(
+                rabbitmqctl, "-s", "list_consumers", "-p", vhost_of(amqp_url), "queue_name", "prefetch_count"
+            )
+            rows = (line.split() for line in out.splitlines())
+            return [int(prefetch) for name, prefetch in rows if name == queue]
+
+        async def widened() -> bool:
+            return await prefetches() == [4]
+
+        await eventually(widened, timeout=15, what="one consumer with every slot as its prefetch")
+
+
 async def _consuming(worker: Worker) -> bool:
     return worker.consuming
 
