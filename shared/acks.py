@@ -1,9 +1,9 @@
 """Settling deliveries: the acks of one consumer channel go out as one `multiple` ack where that is
 safe, so a busy consumer pays one frame for many deliveries.
 
-RabbitMQ spends about as much CPU on a lone ack as on the delivery it settles, and a fraction of
-that when one frame acks fifty (bench/RESULTS.md, "acknowledging one by one"); the client pays one
-socket write per frame. An ack with `multiple` settles every unsettled delivery of its channel up to
+On a quorum queue RabbitMQ spends about as much CPU on a lone ack as on the delivery it settles,
+and a seventh of that when one frame acks fifty (bench/RESULTS.md, Summary); the client pays a
+frame for each. An ack with `multiple` settles every unsettled delivery of its channel up to
 its tag, so it may cover a tag only when each tag below it is either being acknowledged now or
 settled already. The broker numbers a channel's deliveries 1, 2, 3, ... with no gaps, so a tag not
 heard of yet is a delivery still on its way to its handler, and the cover stops below it.

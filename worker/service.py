@@ -6,7 +6,8 @@ cancelled (deliveries already on their way go back to the queue) and they consum
 slot frees, so work never waits behind a long step while another worker idles. Dispatches are
 acknowledged early (once `started` is confirmed), so the prefetch alone cannot bound what the
 broker sends: each new consumer gets a prefetch of the slots free when it opens (at most
-MODELRUNS_WORKER_CONCURRENCY), which keeps such returns rare.
+MODELRUNS_WORKER_CONCURRENCY), which keeps such returns rare, and is opened again with a larger
+one once its share of free slots has doubled.
 """
 
 from __future__ import annotations
