@@ -20,6 +20,9 @@ import pytest
 from shared.db import migrate
 from shared.db.pool import create_pool
 from shared.settings import Settings
+from tests import sigterm
+
+pytest_configure = sigterm.pytest_configure
 
 ADMIN_URL = os.environ.get("MODELRUNS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("MODELRUNS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
