@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
@@ -115,17 +116,20 @@ class Acknowledger:
         self.acked += 1
 
     async def nack(self, message: AbstractIncomingMessage, *, requeue: bool) -> None:
-        state, tag = self._delivery(message)
-        async with state.sending:
-            state.ledger.settle(tag)
-            await _raw(state).basic_nack(tag, requeue=requeue, wait=False)
-        self.frames += 1
+        await self._alone(message, lambda raw, tag: raw.basic_nack(tag, requeue=requeue, wait=False))
 
     async def reject(self, message: AbstractIncomingMessage, *, requeue: bool) -> None:
+        await self._alone(message, lambda raw, tag: raw.basic_reject(tag, requeue=requeue, wait=False))
+
+    async def _alone(
+        self,
+        message: AbstractIncomingMessage,
+        send: Callable[[aiormq.abc.AbstractChannel, int], Awaitable[object]],
+    ) -> None:
         state, tag = self._delivery(message)
         async with state.sending:
             state.ledger.settle(tag)
-            await _raw(state).basic_reject(tag, requeue=requeue, wait=False)
+            await send(_raw(state), tag)
         self.frames += 1
 
     def _delivery(self, message: AbstractIncomingMessage) -> tuple[_Channel, int]:

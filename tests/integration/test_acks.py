@@ -42,6 +42,19 @@ async def fill(channel: AbstractChannel, n: int) -> AbstractQueue:
     return queue
 
 
+async def held_deliveries(channel: AbstractChannel, n: int) -> list[AbstractIncomingMessage]:
+    """`n` messages filled in and delivered, none settled yet."""
+    queue = await fill(channel, n)
+    held: list[AbstractIncomingMessage] = []
+
+    async def hold(message: AbstractIncomingMessage) -> None:
+        held.append(message)
+
+    await queue.consume(hold)
+    await eventually(lambda: asyncio.sleep(0, len(held) == n), what="every message delivered")
+    return held
+
+
 async def left_in(amqp_url: str) -> int:
     """Messages in the queue, once every channel that held deliveries is closed."""
     connection = await aio_pika.connect(amqp_url)
@@ -97,14 +110,7 @@ async def test_a_mix_in_any_order_settles_each_delivery_as_asked(
 
 async def test_a_burst_acked_together_is_one_frame(channel: AbstractChannel, amqp_url: str) -> None:
     n = 100
-    queue = await fill(channel, n)
-    held: list[AbstractIncomingMessage] = []
-
-    async def hold(message: AbstractIncomingMessage) -> None:
-        held.append(message)
-
-    await queue.consume(hold)
-    await eventually(lambda: asyncio.sleep(0, len(held) == n), what="every message delivered")
+    held = await held_deliveries(channel, n)
     acks = Acknowledger()
     # Asked in reverse: the cover still waits for the whole turn, not for the first tag.
     await asyncio.gather(*(acks.ack(m) for m in reversed(held)))
@@ -116,14 +122,7 @@ async def test_a_burst_acked_together_is_one_frame(channel: AbstractChannel, amq
 async def test_an_ack_on_a_closed_channel_fails_and_the_delivery_returns(
     channel: AbstractChannel, amqp_url: str
 ) -> None:
-    queue = await fill(channel, 3)
-    held: list[AbstractIncomingMessage] = []
-
-    async def hold(message: AbstractIncomingMessage) -> None:
-        held.append(message)
-
-    await queue.consume(hold)
-    await eventually(lambda: asyncio.sleep(0, len(held) == 3), what="every message delivered")
+    held = await held_deliveries(channel, 3)
     acks = Acknowledger()
     await acks.ack(held[0])
     await channel.close()
@@ -133,14 +132,7 @@ async def test_an_ack_on_a_closed_channel_fails_and_the_delivery_returns(
 
 
 async def test_an_undecided_delivery_is_never_covered(channel: AbstractChannel, amqp_url: str) -> None:
-    queue = await fill(channel, 5)
-    held: list[AbstractIncomingMessage] = []
-
-    async def hold(message: AbstractIncomingMessage) -> None:
-        held.append(message)
-
-    await queue.consume(hold)
-    await eventually(lambda: asyncio.sleep(0, len(held) == 5), what="every message delivered")
+    held = await held_deliveries(channel, 5)
     acks = Acknowledger()
     # The second stays undecided while those around it are acked.
     await asyncio.gather(*(acks.ack(m) for i, m in enumerate(held) if i != 1))

@@ -107,21 +107,27 @@ def test_an_undecided_delivery_stops_the_cover_and_the_rest_go_alone() -> None:
     assert ledger.floor == 5
 
 
-def test_a_cover_passes_over_a_nacked_delivery_but_not_past_the_asked_ones() -> None:
+@pytest.mark.parametrize(
+    ("asked", "nacked", "plan", "floor"),
+    [
+        # A cover passes over a nacked delivery, but not past the last one asked.
+        ({1, 3}, {2, 4}, (3, []), 4),
+        ({2}, {1}, (2, []), 2),
+        ({3}, {1}, (None, [3]), 1),
+        (set(), {1}, (None, []), 1),
+    ],
+)
+def test_plans_around_nacked_deliveries(
+    asked: set[int], nacked: set[int], plan: tuple[int | None, list[int]], floor: int
+) -> None:
     ledger = Ledger()
-    ledger.ask(1)
-    ledger.settle(2)
-    ledger.ask(3)
-    ledger.settle(4)
-    assert ledger.plan() == (3, [])
-    assert ledger.floor == 4
-
-
-def test_nothing_asked_plans_nothing() -> None:
-    ledger = Ledger()
-    ledger.settle(1)
-    assert ledger.plan() == (None, [])
-    assert ledger.floor == 1
+    for tag in sorted(asked | nacked):
+        if tag in nacked:
+            ledger.settle(tag)
+        else:
+            ledger.ask(tag)
+    assert ledger.plan() == plan
+    assert ledger.floor == floor
 
 
 @pytest.mark.parametrize("first", ["ask", "settle"])
