@@ -16,6 +16,7 @@ nack or reject goes out on its own at once, and is in the channel's write queue 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -28,12 +29,17 @@ class AlreadySettled(ValueError):
 
 
 class Ledger:
-    """Which deliveries of one channel are settled and which acks are asked for, by tag; no I/O."""
+    """Which deliveries of one channel are settled and which acks are asked for, by tag; no I/O.
+
+    Tags settled above the floor are kept as runs of consecutive tags, so a delivery that is never
+    settled (its channel's tags above it keep coming) costs a run per gap, not an entry per tag."""
 
     def __init__(self) -> None:
-        # Every tag up to the floor is settled; above it, `_settled` holds those settled out of order.
+        # Every tag up to the floor is settled; above it, `_starts[i]..._ends[i]` are settled runs,
+        # disjoint, ascending and never touching one another or the floor.
         self.floor = 0
-        self._settled: set[int] = set()
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         self._asked: set[int] = set()
 
     @property
@@ -41,7 +47,7 @@ class Ledger:
         return bool(self._asked)
 
     def is_settled(self, tag: int) -> bool:
-        return tag <= self.floor or tag in self._settled
+        return tag <= self.floor or self._run_end(tag) is not None
 
     def ask(self, tag: int) -> None:
         """Ack `tag` in the next `plan()`."""
@@ -51,8 +57,7 @@ class Ledger:
     def settle(self, tag: int) -> None:
         """A frame of its own settles `tag` (a nack, a reject), before any later plan's acks."""
         self._check(tag)
-        self._settled.add(tag)
-        self._advance()
+        self._add(tag)
 
     def plan(self) -> tuple[int | None, list[int]]:
         """The frames that ack every tag asked for: one `multiple` ack up to the cover (None when
@@ -60,14 +65,18 @@ class Ledger:
         ack for each asked tag above it, in order. Every asked tag counts as settled from here."""
         cover: int | None = None
         tag = self.floor + 1
-        while tag in self._asked or tag in self._settled:
+        while True:
             if tag in self._asked:
                 cover = tag
-            tag += 1
+                tag += 1
+            elif (end := self._run_end(tag)) is not None:
+                tag = end + 1
+            else:
+                break
         singles = sorted(t for t in self._asked if cover is None or t > cover)
-        self._settled |= self._asked
+        for asked in sorted(self._asked):
+            self._add(asked)
         self._asked.clear()
-        self._advance()
         return cover, singles
 
     def _check(self, tag: int) -> None:
@@ -76,10 +85,36 @@ class Ledger:
         if self.is_settled(tag) or tag in self._asked:
             raise AlreadySettled(f"delivery {tag} is settled already")
 
-    def _advance(self) -> None:
-        while self.floor + 1 in self._settled:
-            self.floor += 1
-            self._settled.discard(self.floor)
+    def _run_end(self, tag: int) -> int | None:
+        """The last tag of the settled run above the floor that holds `tag`, if any does."""
+        i = bisect.bisect_right(self._starts, tag) - 1
+        if i >= 0 and self._ends[i] >= tag:
+            return self._ends[i]
+        return None
+
+    def _add(self, tag: int) -> None:
+        """Mark an unsettled `tag` settled, joining it to the runs (or the floor) beside it."""
+        i = bisect.bisect_right(self._starts, tag)
+        joins_left = i > 0 and self._ends[i - 1] == tag - 1
+        joins_right = i < len(self._starts) and self._starts[i] == tag + 1
+        if joins_left and joins_right:
+            self._ends[i - 1] = self._ends[i]
+            del self._starts[i], self._ends[i]
+        elif joins_left:
+            self._ends[i - 1] = tag
+        elif joins_right:
+            self._starts[i] = tag
+        else:
+            self._starts.insert(i, tag)
+            self._ends.insert(i, tag)
+        if self._starts and self._starts[0] == self.floor + 1:
+            self.floor = self._ends[0]
+            del self._starts[0], self._ends[0]
+
+    @property
+    def runs(self) -> int:
+        """Settled runs above the floor: one per delivery still unsettled below a settled one."""
+        return len(self._starts)
 
 
 class _Channel:

@@ -63,7 +63,7 @@ def play(n: int, order: tuple[int, ...], nacks: set[int], plan_after: set[int]) 
         assert channel.acked.isdisjoint(channel.nacked)
     send(ledger, channel)
     assert channel.acked == asked and channel.nacked == nacks and not channel.unacked
-    assert not ledger.asked and ledger.floor == max(order, default=0) == n
+    assert not ledger.asked and ledger.floor == max(order, default=0) == n and ledger.runs == 0
     return channel
 
 
@@ -94,6 +94,23 @@ def test_any_order_settles_exactly_what_was_asked(case: tuple[list[int], set[int
 def test_acks_in_delivery_order_go_as_one_frame() -> None:
     channel = play(50, tuple(range(1, 51)), set(), set())
     assert channel.frames == 1
+
+
+def test_a_delivery_never_settled_costs_one_run_not_one_entry_a_tag() -> None:
+    ledger = Ledger()
+    ledger.ask(1)
+    for tag in range(3, 10_003):
+        if tag % 2:
+            ledger.ask(tag)
+        else:
+            ledger.settle(tag)
+        if tag % 100 == 0:
+            ledger.plan()
+    ledger.plan()
+    assert (ledger.floor, ledger.runs) == (1, 1)
+    assert not ledger.is_settled(2) and ledger.is_settled(10_002)
+    ledger.settle(2)
+    assert (ledger.floor, ledger.runs) == (10_002, 0)
 
 
 def test_an_undecided_delivery_stops_the_cover_and_the_rest_go_alone() -> None:
