@@ -73,11 +73,11 @@ class Ledger:
                 tag = end + 1
             else:
                 break
-        singles = sorted(t for t in self._asked if cover is None or t > cover)
-        for asked in sorted(self._asked):
+        ordered = sorted(self._asked)
+        for asked in ordered:
             self._add(asked)
         self._asked.clear()
-        return cover, singles
+        return cover, [t for t in ordered if cover is None or t > cover]
 
     def _check(self, tag: int) -> None:
         if tag < 1:
@@ -164,7 +164,7 @@ class Acknowledger:
         state, tag = self._delivery(message)
         async with state.sending:
             state.ledger.settle(tag)
-            await send(_raw(state), tag)
+            await send(state.channel, tag)
         self.frames += 1
 
     def _delivery(self, message: AbstractIncomingMessage) -> tuple[_Channel, int]:
@@ -186,11 +186,11 @@ class Acknowledger:
             if not state.ledger.asked:
                 return
             cover, singles = state.ledger.plan()
-            raw = _raw(state)
+            # aiormq raises ChannelInvalidStateError for a channel that has closed meanwhile.
             if cover is not None:
-                await raw.basic_ack(cover, multiple=True, wait=False)
+                await state.channel.basic_ack(cover, multiple=True, wait=False)
             for tag in singles:
-                await raw.basic_ack(tag, wait=False)
+                await state.channel.basic_ack(tag, wait=False)
         self.frames += (cover is not None) + len(singles)
 
 
@@ -198,8 +198,3 @@ def _retrieve(round_: asyncio.Future[None]) -> None:
     if not round_.cancelled():
         round_.exception()
 
-
-def _raw(state: _Channel) -> aiormq.abc.AbstractChannel:
-    if state.channel.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{state.channel!r} closed")
-    return state.channel
